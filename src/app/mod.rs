@@ -1,0 +1,9 @@
+//! The application: reconciler, leader election, the embedded region runner, metrics, clocks.
+
+pub mod clock;
+pub mod election;
+pub mod local;
+pub mod metrics;
+pub mod reconciler;
+
+pub use reconciler::{Backends, CycleReport, Leadership, PoolError, Reconciler, Settings};

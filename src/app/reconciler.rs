@@ -1,0 +1,417 @@
+//! The reconciler: per pool, observe → decide → act → record.
+//!
+//! Leadership gates acting and recording only; observing and deciding happen on every replica
+//! so a new leader acts at once with a warm history. One pool's failure never stops the others;
+//! a failing pool backs off (transient errors quickly, permanent ones slowly).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::core::capacity;
+use crate::core::{
+    Action, Decision, DecisionRecord, Observation, Outcome, PolicySet, PoolHistory, PoolPolicy,
+    ReasonCode, RecordContext, decide,
+};
+use crate::ports::{
+    Actuator, DecisionLog, Fence, GaugeSink, Inventory, MetricsSource, PoolGauges, PortError,
+};
+
+use super::metrics::Metrics;
+
+/// The backends a reconciler talks to.
+#[derive(Clone)]
+pub struct Backends {
+    pub metrics: Arc<dyn MetricsSource>,
+    pub inventory: Arc<dyn Inventory>,
+    pub actuator: Arc<dyn Actuator>,
+    pub log: Arc<dyn DecisionLog>,
+    pub gauges: Option<Arc<dyn GaugeSink>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub region: String,
+    pub controller_id: String,
+    pub dry_run: bool,
+    /// Record an unchanged `none` decision at least this often (changes are always recorded).
+    pub record_heartbeat: Duration,
+}
+
+/// This replica's leadership, as the reconciler needs it for one cycle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leadership {
+    pub fence: Option<Fence>,
+    pub epoch: u64,
+    /// Whether the lease has enough time left to act on an ASG.
+    pub can_act: bool,
+    pub is_leader: bool,
+}
+
+impl Leadership {
+    /// Sole controller (embedded region, simulator): always leader, no fence.
+    pub fn sole() -> Self {
+        Leadership {
+            fence: None,
+            epoch: 0,
+            can_act: true,
+            is_leader: true,
+        }
+    }
+
+    pub fn follower() -> Self {
+        Leadership {
+            fence: None,
+            epoch: 0,
+            can_act: false,
+            is_leader: false,
+        }
+    }
+}
+
+/// Why one pool's cycle failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PoolError {
+    #[error("reading metrics: {0}")]
+    Metrics(PortError),
+    #[error("reading instances: {0}")]
+    Inventory(PortError),
+    #[error("describing the ASG: {0}")]
+    Asg(PortError),
+    #[error("recording the decision: {0}")]
+    Record(PortError),
+}
+
+impl PoolError {
+    pub fn port(&self) -> &PortError {
+        match self {
+            PoolError::Metrics(e) | PoolError::Inventory(e) | PoolError::Asg(e) | PoolError::Record(e) => e,
+        }
+    }
+
+    /// Bounded label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            PoolError::Metrics(_) => "metrics",
+            PoolError::Inventory(_) => "inventory",
+            PoolError::Asg(_) => "asg",
+            PoolError::Record(_) => "record",
+        }
+    }
+}
+
+/// What one pool's cycle produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolReport {
+    pub pool: String,
+    pub decision: Decision,
+    pub outcome: Outcome,
+    pub recorded: bool,
+}
+
+/// Everything one cycle did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CycleReport {
+    pub at_ms: i64,
+    pub pools: Vec<PoolReport>,
+    pub errors: Vec<(String, PoolError)>,
+    /// Pools skipped because they are backing off after errors.
+    pub backing_off: Vec<String>,
+    /// A fenced append failed: this replica is no longer leader.
+    pub lost_leadership: bool,
+}
+
+#[derive(Debug, Default)]
+struct PoolState {
+    history: PoolHistory,
+    last_recorded: Option<(ReasonCode, Action, u32, i64)>,
+    failures: u32,
+    next_try_ms: i64,
+}
+
+pub struct Reconciler {
+    backends: Backends,
+    settings: Settings,
+    metrics: Metrics,
+    pools: HashMap<String, PoolState>,
+}
+
+const BACKOFF_BASE_MS: i64 = 1_000;
+const BACKOFF_MAX_TRANSIENT_MS: i64 = 60_000;
+const BACKOFF_PERMANENT_MS: i64 = 300_000;
+
+impl Reconciler {
+    pub fn new(backends: Backends, settings: Settings, metrics: Metrics) -> Self {
+        Reconciler {
+            backends,
+            settings,
+            metrics,
+            pools: HashMap::new(),
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Seed a pool's stabilization history from recorded decisions (e.g. after a failover).
+    pub async fn warm_history(&mut self, policies: &PolicySet, now_ms: i64) {
+        for p in policies.pools.values() {
+            let since = now_ms - p.scale_down.stabilization.as_millis() as i64;
+            if let Ok(recs) = self
+                .backends
+                .log
+                .history(&p.pool, Some(&self.settings.region), since, 1_000)
+                .await
+            {
+                let st = self.pools.entry(p.pool.clone()).or_default();
+                for r in recs.iter().rev().filter(|r| !r.dry_run) {
+                    st.history.seed(r.at_ms(), r.recommendation);
+                }
+            }
+        }
+    }
+
+    /// One cycle over every pool that has a policy for this region.
+    pub async fn reconcile_all(
+        &mut self,
+        policies: &PolicySet,
+        now_ms: i64,
+        leadership: &Leadership,
+    ) -> CycleReport {
+        let mut report = CycleReport {
+            at_ms: now_ms,
+            ..CycleReport::default()
+        };
+        for policy in policies.pools.values() {
+            if policy.region(&self.settings.region).is_none() {
+                continue;
+            }
+            let st = self.pools.entry(policy.pool.clone()).or_default();
+            if st.next_try_ms > now_ms {
+                report.backing_off.push(policy.pool.clone());
+                continue;
+            }
+            match self
+                .reconcile_pool(policy, &policies.hash, now_ms, leadership)
+                .await
+            {
+                Ok(r) => report.pools.push(r),
+                Err(e) => {
+                    if matches!(&e, PoolError::Record(PortError::Conflict(_))) {
+                        report.lost_leadership = true;
+                    }
+                    report.errors.push((policy.pool.clone(), e));
+                }
+            }
+        }
+        report
+    }
+
+    /// observe → decide → act → record for one pool.
+    pub async fn reconcile_pool(
+        &mut self,
+        policy: &PoolPolicy,
+        policy_hash: &str,
+        now_ms: i64,
+        leadership: &Leadership,
+    ) -> Result<PoolReport, PoolError> {
+        let result = self.cycle(policy, policy_hash, now_ms, leadership).await;
+        let region = self.settings.region.clone();
+        let st = self.pools.entry(policy.pool.clone()).or_default();
+        match &result {
+            Ok(_) => {
+                st.failures = 0;
+                st.next_try_ms = 0;
+            }
+            Err(e) => {
+                st.failures = st.failures.saturating_add(1);
+                let wait = if e.port().is_transient() {
+                    (BACKOFF_BASE_MS << st.failures.min(10).saturating_sub(1))
+                        .min(BACKOFF_MAX_TRANSIENT_MS)
+                } else {
+                    BACKOFF_PERMANENT_MS
+                };
+                st.next_try_ms = now_ms + wait;
+                self.metrics
+                    .reconcile_errors
+                    .with_label_values(&[&policy.pool, &region, e.metric_label()])
+                    .inc();
+                tracing::warn!(
+                    pool = %policy.pool,
+                    region = %region,
+                    error = %e,
+                    retry_in_ms = wait,
+                    "reconcile failed; backing off"
+                );
+            }
+        }
+        result
+    }
+
+    async fn cycle(
+        &mut self,
+        policy: &PoolPolicy,
+        policy_hash: &str,
+        now_ms: i64,
+        leadership: &Leadership,
+    ) -> Result<PoolReport, PoolError> {
+        let region = self.settings.region.clone();
+        let Some(regional) = policy.region(&region) else {
+            return Err(PoolError::Asg(PortError::Permanent(format!(
+                "pool {} has no policy for region {region}",
+                policy.pool
+            ))));
+        };
+        // Observe (all three reads at once).
+        let lookback = policy.metrics.stale_after + policy.metrics.window + Duration::from_secs(60);
+        let from = now_ms - lookback.as_millis() as i64;
+        let (samples, inventory, asg) = tokio::join!(
+            self.backends.metrics.rps_samples(&policy.pool, &region, from, now_ms),
+            self.backends.inventory.pool_instances(&policy.pool, &region),
+            self.backends.actuator.describe(&regional.asg),
+        );
+        let samples = samples.map_err(PoolError::Metrics)?;
+        let inventory = inventory.map_err(PoolError::Inventory)?;
+        let asg = asg.map_err(PoolError::Asg)?;
+        let capacity =
+            capacity::count(&inventory.instances, &policy.instances, now_ms, inventory.skipped);
+        let obs = Observation {
+            samples,
+            capacity,
+            asg,
+        };
+
+        // Decide.
+        let st = self.pools.entry(policy.pool.clone()).or_default();
+        let decision = decide(policy, &region, &obs, &st.history, now_ms);
+
+        // Act (leader only, and only with margin on the lease).
+        let outcome = if decision.action == Action::None {
+            Outcome::Skipped("no change".into())
+        } else if !leadership.is_leader {
+            Outcome::Skipped("not leader".into())
+        } else if self.settings.dry_run {
+            Outcome::Skipped("dry-run".into())
+        } else if !leadership.can_act {
+            Outcome::Skipped("lease margin too small to act".into())
+        } else {
+            match self
+                .backends
+                .actuator
+                .set_desired(&regional.asg, decision.asg_desired)
+                .await
+            {
+                Ok(()) => Outcome::Applied,
+                Err(e) => Outcome::Failed(e.to_string()),
+            }
+        };
+        let applied = outcome == Outcome::Applied;
+        let st = self.pools.entry(policy.pool.clone()).or_default();
+        st.history
+            .record(&decision, applied, policy.scale_down.stabilization.max(Duration::from_secs(60)));
+
+        // Record (leader only): changes always, an unchanged `none` at the heartbeat interval.
+        let key = (decision.reason_code, decision.action, decision.desired);
+        let heartbeat_ms = self.settings.record_heartbeat.as_millis() as i64;
+        let due = match st.last_recorded {
+            None => true,
+            Some((code, action, desired, at)) => {
+                decision.action != Action::None
+                    || (code, action, desired) != key
+                    || now_ms - at >= heartbeat_ms
+            }
+        };
+        let mut recorded = false;
+        if leadership.is_leader && due {
+            let cx = RecordContext {
+                pool: &policy.pool,
+                region: &region,
+                controller_id: &self.settings.controller_id,
+                leader_epoch: leadership.epoch,
+                policy_hash,
+                dry_run: self.settings.dry_run,
+                slot: 0,
+            };
+            let record = DecisionRecord::from_decision(&decision, &cx, outcome.clone());
+            self.backends
+                .log
+                .append(&record, leadership.fence.as_ref())
+                .await
+                .map_err(PoolError::Record)?;
+            let st = self.pools.entry(policy.pool.clone()).or_default();
+            st.last_recorded = Some((key.0, key.1, key.2, now_ms));
+            recorded = true;
+            self.metrics
+                .decisions_recorded
+                .with_label_values(&[&policy.pool, &region])
+                .inc();
+        }
+
+        self.observe_metrics(&policy.pool, &region, &decision, &outcome);
+        if let Some(g) = &self.backends.gauges {
+            let gauges = PoolGauges {
+                rps: decision.rps,
+                serving: decision.serving,
+                launching: decision.launching,
+                desired: decision.desired,
+                utilisation: decision.utilisation,
+            };
+            if let Err(e) = g.publish(&policy.pool, &region, &gauges).await {
+                tracing::warn!(pool = %policy.pool, error = %e, "publishing gauges failed");
+            }
+        }
+        if decision.action != Action::None || recorded {
+            tracing::info!(
+                pool = %policy.pool,
+                region = %region,
+                epoch = leadership.epoch,
+                reason_code = %decision.reason_code,
+                action = %decision.action,
+                rps = decision.rps.unwrap_or(f64::NAN),
+                serving = decision.serving,
+                launching = decision.launching,
+                desired = decision.desired,
+                asg_desired = decision.asg_desired,
+                result = %outcome.to_attr(),
+                dry_run = self.settings.dry_run,
+                "{}",
+                decision.reason
+            );
+        }
+        Ok(PoolReport {
+            pool: policy.pool.clone(),
+            decision,
+            outcome,
+            recorded,
+        })
+    }
+
+    fn observe_metrics(&self, pool: &str, region: &str, d: &Decision, outcome: &Outcome) {
+        let m = &self.metrics;
+        let l = &[pool, region];
+        if let Some(rps) = d.rps {
+            m.pool_rps.with_label_values(l).set(rps);
+        }
+        m.pool_serving.with_label_values(l).set(i64::from(d.serving));
+        m.pool_launching.with_label_values(l).set(i64::from(d.launching));
+        m.pool_held.with_label_values(l).set(i64::from(d.held));
+        m.pool_desired.with_label_values(l).set(i64::from(d.desired));
+        if let Some(u) = d.utilisation {
+            m.pool_utilisation.with_label_values(l).set(u);
+        }
+        if let Some(age) = d.metrics_age_ms {
+            m.metrics_age.with_label_values(l).set(age as f64 / 1000.0);
+        }
+        m.decisions
+            .with_label_values(&[pool, region, d.action.as_str(), d.reason_code.as_str()])
+            .inc();
+        m.decision_results
+            .with_label_values(&[pool, region, outcome.label()])
+            .inc();
+    }
+}

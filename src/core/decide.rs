@@ -1,0 +1,594 @@
+//! The decision: from a pool's observation, its recent history and `now`, what capacity it
+//! should have and why. Pure: no I/O, no clock.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::Duration;
+
+use super::policy::PoolPolicy;
+
+/// One per-minute RPS sample from the metrics table.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    /// End of the minute the sample covers (unix ms).
+    pub at_ms: i64,
+    pub rps: f64,
+}
+
+/// The Auto Scaling Group as AWS (or the in-memory region) reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AsgState {
+    pub name: String,
+    pub min: u32,
+    pub max: u32,
+    pub desired: u32,
+}
+
+/// Counted capacity of a pool in a region (see `capacity::count`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capacity {
+    /// Available, heartbeating, not failed cleanup, not unhealthy.
+    pub serving: u32,
+    /// Launching and younger than the launch timeout.
+    pub launching: u32,
+    /// Held by the ASG but not serving (draining, quarantined, failed, stale): they occupy
+    /// desired-capacity slots without serving.
+    pub held: u32,
+    /// Items skipped because they were malformed.
+    pub skipped: u32,
+}
+
+impl Capacity {
+    pub fn counted(&self) -> u32 {
+        self.serving.saturating_add(self.launching)
+    }
+}
+
+/// What the controller saw for one pool in one region.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    /// Samples, oldest first.
+    pub samples: Vec<Sample>,
+    pub capacity: Capacity,
+    pub asg: AsgState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Action {
+    ScaleUp,
+    ScaleDown,
+    None,
+}
+
+impl Action {
+    /// The seed's `scaling_action` values.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::ScaleUp => "scale-up",
+            Action::ScaleDown => "scale-down",
+            Action::None => "none",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "scale-up" => Some(Action::ScaleUp),
+            "scale-down" => Some(Action::ScaleDown),
+            "none" => Some(Action::None),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a decision came out as it did. Doubles as a metric label and a log field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ReasonCode {
+    /// Utilisation inside the band: hold.
+    WithinBand,
+    /// Utilisation above the band: scale up to rps / setpoint.
+    AboveBand,
+    /// Above the band, but the scale-up step limit applies.
+    ScaleUpLimited,
+    /// Above the band, inside the scale-up cooldown.
+    ScaleUpCooldown,
+    /// No capacity at all while there is demand.
+    NoCapacity,
+    /// Below the band: scale down to the stabilized recommendation.
+    BelowBand,
+    /// Below the band, but the scale-down step limit applies.
+    ScaleDownLimited,
+    /// Below the band, but a higher recommendation within the stabilization window holds.
+    ScaleDownStabilized,
+    /// Below the band, inside the scale-down cooldown.
+    ScaleDownCooldown,
+    /// The newest sample is older than `metrics.stale_after`: hold.
+    MetricsStale,
+    /// No sample at all: hold.
+    MetricsMissing,
+    /// Stale or missing metrics with a configured fallback floor.
+    MetricsFallback,
+    /// Raised to the policy's minimum.
+    BelowMinimum,
+    /// Raised to a scheduled minimum.
+    ScheduledMinimum,
+    /// Lowered to the policy's maximum.
+    AboveMaximum,
+    /// The ASG's own min/max bound the value we asked for.
+    AsgBounds,
+    /// The pool has no policy for this region.
+    RegionNotInPolicy,
+}
+
+impl ReasonCode {
+    pub const ALL: [ReasonCode; 17] = [
+        ReasonCode::WithinBand,
+        ReasonCode::AboveBand,
+        ReasonCode::ScaleUpLimited,
+        ReasonCode::ScaleUpCooldown,
+        ReasonCode::NoCapacity,
+        ReasonCode::BelowBand,
+        ReasonCode::ScaleDownLimited,
+        ReasonCode::ScaleDownStabilized,
+        ReasonCode::ScaleDownCooldown,
+        ReasonCode::MetricsStale,
+        ReasonCode::MetricsMissing,
+        ReasonCode::MetricsFallback,
+        ReasonCode::BelowMinimum,
+        ReasonCode::ScheduledMinimum,
+        ReasonCode::AboveMaximum,
+        ReasonCode::AsgBounds,
+        ReasonCode::RegionNotInPolicy,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReasonCode::WithinBand => "within_band",
+            ReasonCode::AboveBand => "above_band",
+            ReasonCode::ScaleUpLimited => "scale_up_limited",
+            ReasonCode::ScaleUpCooldown => "scale_up_cooldown",
+            ReasonCode::NoCapacity => "no_capacity",
+            ReasonCode::BelowBand => "below_band",
+            ReasonCode::ScaleDownLimited => "scale_down_limited",
+            ReasonCode::ScaleDownStabilized => "scale_down_stabilized",
+            ReasonCode::ScaleDownCooldown => "scale_down_cooldown",
+            ReasonCode::MetricsStale => "metrics_stale",
+            ReasonCode::MetricsMissing => "metrics_missing",
+            ReasonCode::MetricsFallback => "metrics_fallback",
+            ReasonCode::BelowMinimum => "below_minimum",
+            ReasonCode::ScheduledMinimum => "scheduled_minimum",
+            ReasonCode::AboveMaximum => "above_maximum",
+            ReasonCode::AsgBounds => "asg_bounds",
+            ReasonCode::RegionNotInPolicy => "region_not_in_policy",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+impl fmt::Display for ReasonCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The outcome of `decide`: data, not an effect. Acting on it is a separate step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub at_ms: i64,
+    /// RPS the decision used (mean over the metrics window); None when missing or stale.
+    pub rps: Option<f64>,
+    /// The samples inside the window, oldest first.
+    pub rps_window: Vec<f64>,
+    /// Age of the newest sample at `at_ms`.
+    pub metrics_age_ms: Option<i64>,
+    pub serving: u32,
+    pub launching: u32,
+    pub held: u32,
+    pub skipped_items: u32,
+    /// rps / max(serving + launching, 1), when rps is known.
+    pub utilisation: Option<f64>,
+    /// What this cycle alone recommends (feeds the stabilization window).
+    pub recommendation: u32,
+    /// Desired serving + launching instances, within the effective bounds.
+    pub desired: u32,
+    /// Effective bounds at `at_ms`.
+    pub min: u32,
+    pub max: u32,
+    pub setpoint: f64,
+    /// The ASG's desired capacity before and after (desired + held, within the ASG's bounds).
+    pub asg_current: u32,
+    pub asg_desired: u32,
+    pub action: Action,
+    pub reason_code: ReasonCode,
+    pub reason: String,
+}
+
+impl Decision {
+    pub fn current(&self) -> u32 {
+        self.serving.saturating_add(self.launching)
+    }
+}
+
+/// A pool's recent decisions, as the stabilization window and cooldowns need them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PoolHistory {
+    recommendations: VecDeque<(i64, u32)>,
+    pub last_scale_up_ms: Option<i64>,
+    pub last_scale_down_ms: Option<i64>,
+}
+
+impl PoolHistory {
+    /// Remember a decision; `applied` says whether its action took effect.
+    pub fn record(&mut self, d: &Decision, applied: bool, keep: Duration) {
+        self.recommendations.push_back((d.at_ms, d.recommendation));
+        let horizon = d.at_ms - keep.as_millis() as i64;
+        while self
+            .recommendations
+            .front()
+            .is_some_and(|(t, _)| *t < horizon)
+        {
+            self.recommendations.pop_front();
+        }
+        if applied {
+            match d.action {
+                Action::ScaleUp => self.last_scale_up_ms = Some(d.at_ms),
+                Action::ScaleDown => self.last_scale_down_ms = Some(d.at_ms),
+                Action::None => {}
+            }
+        }
+    }
+
+    /// Add a past recommendation (e.g. replayed from the decision log by a new leader).
+    pub fn seed(&mut self, at_ms: i64, recommendation: u32) {
+        self.recommendations.push_back((at_ms, recommendation));
+    }
+
+    /// The highest recommendation made after `since_ms`.
+    pub fn highest_since(&self, since_ms: i64) -> Option<u32> {
+        self.recommendations
+            .iter()
+            .rev()
+            .take_while(|(t, _)| *t > since_ms)
+            .map(|(_, r)| *r)
+            .max()
+    }
+
+    pub fn len(&self) -> usize {
+        self.recommendations.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.recommendations.is_empty()
+    }
+}
+
+/// ceil(rps / setpoint) with a small tolerance so 2.5 / 1.25 is 2, not 3.
+pub fn instances_for(rps: f64, per_instance: f64) -> u32 {
+    if rps <= 0.0 || per_instance <= 0.0 {
+        return 0;
+    }
+    let x = rps / per_instance;
+    let c = (x - 1e-9).ceil();
+    if c >= f64::from(u32::MAX) {
+        u32::MAX
+    } else {
+        c.max(0.0) as u32
+    }
+}
+
+fn dur(ms: i64) -> String {
+    let secs = (ms.max(0) as u64).div_ceil(1000);
+    humantime::format_duration(Duration::from_secs(secs)).to_string()
+}
+
+fn fmt_dur(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+/// Decide the desired capacity of one pool in one region.
+pub fn decide(
+    policy: &PoolPolicy,
+    region: &str,
+    obs: &Observation,
+    history: &PoolHistory,
+    now_ms: i64,
+) -> Decision {
+    let cap = obs.capacity;
+    let current = cap.counted();
+    let band = policy.band;
+    let mut d = Decision {
+        at_ms: now_ms,
+        rps: None,
+        rps_window: Vec::new(),
+        metrics_age_ms: None,
+        serving: cap.serving,
+        launching: cap.launching,
+        held: cap.held,
+        skipped_items: cap.skipped,
+        utilisation: None,
+        recommendation: current,
+        desired: current,
+        min: 0,
+        max: 0,
+        setpoint: band.setpoint,
+        asg_current: obs.asg.desired,
+        asg_desired: obs.asg.desired,
+        action: Action::None,
+        reason_code: ReasonCode::WithinBand,
+        reason: String::new(),
+    };
+    let Some(bounds) = policy.bounds(region, now_ms) else {
+        d.reason_code = ReasonCode::RegionNotInPolicy;
+        d.reason = format!(
+            "pool {} has no policy for region {region}; leaving the ASG at {}",
+            policy.pool, obs.asg.desired
+        );
+        return d;
+    };
+    d.min = bounds.min;
+    d.max = bounds.max;
+    let counts = format!("{} serving + {} launching", cap.serving, cap.launching);
+
+    // Metrics: newest sample not in the future, and the mean over the window ending there.
+    let newest = obs.samples.iter().rev().find(|s| s.at_ms <= now_ms);
+    let (code, desired, mut reason) = match newest {
+        None => stale_hold(policy, current, ReasonCode::MetricsMissing, format!(
+            "no rps samples for {} in {region}", policy.pool
+        )),
+        Some(n) if now_ms - n.at_ms > policy.metrics.stale_after.as_millis() as i64 => {
+            d.metrics_age_ms = Some(now_ms - n.at_ms);
+            stale_hold(policy, current, ReasonCode::MetricsStale, format!(
+                "newest rps sample is {} old (stale after {})",
+                dur(now_ms - n.at_ms),
+                fmt_dur(policy.metrics.stale_after)
+            ))
+        }
+        Some(n) => {
+            d.metrics_age_ms = Some(now_ms - n.at_ms);
+            let from = n.at_ms - policy.metrics.window.as_millis() as i64;
+            let mut sum = 0.0;
+            for s in obs.samples.iter().filter(|s| s.at_ms > from && s.at_ms <= n.at_ms) {
+                d.rps_window.push(s.rps);
+                sum += s.rps;
+            }
+            let rps = (sum / d.rps_window.len().max(1) as f64).max(0.0);
+            d.rps = Some(rps);
+            let u = rps / f64::from(current.max(1));
+            d.utilisation = Some(u);
+            let rec = instances_for(rps, band.setpoint);
+            d.recommendation = rec;
+            let head = format!("{u:.2} rps/instance ({rps:.1} rps over {counts})");
+            if current == 0 && rps > 0.0 {
+                (
+                    ReasonCode::NoCapacity,
+                    rec.max(1),
+                    format!(
+                        "{rps:.1} rps with no capacity; scale up to ceil({rps:.1}/{}) = {}",
+                        band.setpoint,
+                        rec.max(1)
+                    ),
+                )
+            } else if u > band.high {
+                scale_up(policy, history, now_ms, current, rec, &head)
+            } else if u < band.low && current > 0 {
+                scale_down(policy, history, now_ms, current, rec, &head)
+            } else if current == 0 {
+                (
+                    ReasonCode::WithinBand,
+                    0,
+                    "no demand and no capacity; hold at 0".to_string(),
+                )
+            } else {
+                d.recommendation = current;
+                (
+                    ReasonCode::WithinBand,
+                    current,
+                    format!(
+                        "{head} is inside the band {}–{}; hold at {current}",
+                        band.low, band.high
+                    ),
+                )
+            }
+        }
+    };
+    d.reason_code = code;
+
+    // Clamp to the effective bounds: a reason of its own.
+    let desired_c = desired.clamp(bounds.min, bounds.max);
+    if desired_c > desired {
+        d.reason_code = if bounds.schedule.is_some() {
+            ReasonCode::ScheduledMinimum
+        } else {
+            ReasonCode::BelowMinimum
+        };
+        reason = match &bounds.schedule {
+            Some(s) => format!("{reason}; scheduled window `{s}` sets min {}, so {desired_c}", bounds.min),
+            None => format!("{reason}; min is {}, so {desired_c}", bounds.min),
+        };
+    } else if desired_c < desired {
+        d.reason_code = ReasonCode::AboveMaximum;
+        reason = format!("{reason}; max is {}, so {desired_c}", bounds.max);
+    }
+    d.desired = desired_c;
+
+    // Translate to the ASG: desired serving + held non-serving, inside the ASG's own bounds.
+    let wanted = desired_c.saturating_add(cap.held);
+    let asg_target = wanted.clamp(obs.asg.min, obs.asg.max.max(obs.asg.min));
+    if asg_target != wanted {
+        d.reason_code = ReasonCode::AsgBounds;
+        reason = format!(
+            "{reason}; the ASG {} allows {}–{}, so desired capacity {asg_target} instead of {wanted}",
+            obs.asg.name, obs.asg.min, obs.asg.max
+        );
+    }
+    let intent = desired_c.cmp(&current);
+    d.action = match intent {
+        std::cmp::Ordering::Greater if asg_target > obs.asg.desired => Action::ScaleUp,
+        std::cmp::Ordering::Less if asg_target < obs.asg.desired => Action::ScaleDown,
+        _ => Action::None,
+    };
+    // Out-of-bounds ASG settings are corrected even without a change in counted capacity.
+    if d.action == Action::None && intent == std::cmp::Ordering::Equal {
+        if obs.asg.desired < obs.asg.min {
+            d.action = Action::ScaleUp;
+        } else if obs.asg.desired > obs.asg.max {
+            d.action = Action::ScaleDown;
+        }
+    }
+    match d.action {
+        Action::None => {
+            if intent != std::cmp::Ordering::Equal {
+                reason = format!(
+                    "{reason}; the ASG already asks for {} ({} held not serving), nothing to change",
+                    obs.asg.desired, cap.held
+                );
+            }
+            d.asg_desired = obs.asg.desired;
+        }
+        _ => d.asg_desired = asg_target,
+    }
+    if cap.skipped > 0 {
+        reason = format!("{reason} ({} malformed instance items skipped)", cap.skipped);
+    }
+    d.reason = reason;
+    d
+}
+
+fn stale_hold(
+    policy: &PoolPolicy,
+    current: u32,
+    code: ReasonCode,
+    why: String,
+) -> (ReasonCode, u32, String) {
+    match policy.metrics.stale_fallback {
+        Some(floor) if floor > current => (
+            ReasonCode::MetricsFallback,
+            floor,
+            format!("{why}; never scale down on stale metrics; raise to the fallback of {floor}"),
+        ),
+        _ => (
+            code,
+            current,
+            format!("{why}; never scale down on stale metrics; hold at {current}"),
+        ),
+    }
+}
+
+fn scale_up(
+    policy: &PoolPolicy,
+    history: &PoolHistory,
+    now_ms: i64,
+    current: u32,
+    rec: u32,
+    head: &str,
+) -> (ReasonCode, u32, String) {
+    let su = &policy.scale_up;
+    if let Some(t) = history.last_scale_up_ms {
+        let since = now_ms - t;
+        if since < su.cooldown.as_millis() as i64 {
+            return (
+                ReasonCode::ScaleUpCooldown,
+                current,
+                format!(
+                    "{head} is above {}; last scale-up {} ago, inside the {} cooldown; hold at {current}",
+                    policy.band.high,
+                    dur(since),
+                    fmt_dur(su.cooldown)
+                ),
+            );
+        }
+    }
+    let allowance = su.max_step.allowance(current);
+    let limit = current.saturating_add(allowance);
+    if rec > limit {
+        (
+            ReasonCode::ScaleUpLimited,
+            limit,
+            format!(
+                "{head} is above {}; wants ceil(rps/{}) = {rec} but scale_up.max_step {} allows +{allowance}; scale up to {limit}",
+                policy.band.high, policy.band.setpoint, su.max_step
+            ),
+        )
+    } else {
+        (
+            ReasonCode::AboveBand,
+            rec,
+            format!(
+                "{head} is above {}; scale up to ceil(rps/{}) = {rec}",
+                policy.band.high, policy.band.setpoint
+            ),
+        )
+    }
+}
+
+fn scale_down(
+    policy: &PoolPolicy,
+    history: &PoolHistory,
+    now_ms: i64,
+    current: u32,
+    rec: u32,
+    head: &str,
+) -> (ReasonCode, u32, String) {
+    let sd = &policy.scale_down;
+    let window_start = now_ms - sd.stabilization.as_millis() as i64;
+    let stabilized = history.highest_since(window_start).unwrap_or(0).max(rec);
+    if stabilized >= current {
+        return (
+            ReasonCode::ScaleDownStabilized,
+            current,
+            format!(
+                "{head} is below {}; recommends {rec}, but {stabilized} was recommended within the last {} (stabilization); hold at {current}",
+                policy.band.low,
+                fmt_dur(sd.stabilization)
+            ),
+        );
+    }
+    let last_change = history.last_scale_up_ms.max(history.last_scale_down_ms);
+    if let Some(t) = last_change {
+        let since = now_ms - t;
+        if since < sd.cooldown.as_millis() as i64 {
+            return (
+                ReasonCode::ScaleDownCooldown,
+                current,
+                format!(
+                    "{head} is below {}; last scaling {} ago, inside the {} scale-down cooldown; hold at {current}",
+                    policy.band.low,
+                    dur(since),
+                    fmt_dur(sd.cooldown)
+                ),
+            );
+        }
+    }
+    let allowance = sd.max_step.allowance(current);
+    let floor = current.saturating_sub(allowance);
+    if floor > stabilized {
+        (
+            ReasonCode::ScaleDownLimited,
+            floor,
+            format!(
+                "{head} is below {}; stabilized recommendation over {} is {stabilized}, but scale_down.max_step {} allows −{allowance}; scale down to {floor}",
+                policy.band.low,
+                fmt_dur(sd.stabilization),
+                sd.max_step
+            ),
+        )
+    } else {
+        (
+            ReasonCode::BelowBand,
+            stabilized,
+            format!(
+                "{head} is below {}; highest recommendation over the last {} is {stabilized}; scale down to {stabilized}",
+                policy.band.low,
+                fmt_dur(sd.stabilization)
+            ),
+        )
+    }
+}

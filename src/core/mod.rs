@@ -1,0 +1,14 @@
+//! The pure core: policy model and validation, the decision, capacity counting.
+//! No tokio, no AWS, no clock reads: `now` is always a parameter.
+
+pub mod capacity;
+pub mod decide;
+pub mod policy;
+pub mod record;
+
+pub use capacity::{Counted, Health, InstanceRecord, InstanceState, Validation};
+pub use decide::{
+    Action, AsgState, Capacity, Decision, Observation, PoolHistory, ReasonCode, Sample, decide,
+};
+pub use policy::{PolicyError, PolicySet, PoolPolicy, Problem};
+pub use record::{DecisionKey, DecisionRecord, Outcome, RecordContext};

@@ -1,0 +1,303 @@
+//! The command line. Everything here parses arguments and calls into the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use mrgc_autoscaler::app::local::{LocalOptions, run_local};
+use mrgc_autoscaler::core::policy::{self, PolicySet};
+use mrgc_autoscaler::core::{AsgState, Capacity, Observation, PoolHistory, Sample, decide};
+
+/// EX_USAGE: bad configuration or policy.
+const EXIT_USAGE: u8 = 64;
+
+#[derive(Parser)]
+#[command(name = "mrgc-autoscaler", version, about = "Capacity controller of a multi-region GPU inference cluster")]
+struct Cli {
+    /// Log format for diagnostics on stderr.
+    #[arg(long, env = "MRGC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the reconcile loop (the embedded in-memory region unless --backend aws).
+    Run(RunArgs),
+    /// Check policy files, or explain a decision.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Backend {
+    /// The embedded in-memory region with a traffic replay (no AWS account needed).
+    Local,
+    /// DynamoDB, Auto Scaling and CloudWatch in --region.
+    Aws,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[arg(long, env = "MRGC_BACKEND", value_enum, default_value_t = Backend::Local)]
+    backend: Backend,
+    /// Policy directory or files.
+    #[arg(long, env = "MRGC_POLICIES", default_value = "policies", value_delimiter = ',')]
+    policies: Vec<PathBuf>,
+    #[arg(long, env = "MRGC_REGION", default_value = "us-east-1")]
+    region: String,
+    /// Time between reconcile cycles.
+    #[arg(long, env = "MRGC_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    interval: Duration,
+    /// Local backend: controller seconds per wall second.
+    #[arg(long, env = "MRGC_SPEED", default_value_t = 60.0)]
+    speed: f64,
+    /// Local backend: controller time to run for (default: until Ctrl-C).
+    #[arg(long, env = "MRGC_DURATION", value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Decide and record, never act.
+    #[arg(long, env = "MRGC_DRY_RUN")]
+    dry_run: bool,
+    /// Local backend: replay this trace (timestamp_s,rps CSV) instead of the embedded one.
+    #[arg(long, env = "MRGC_TRACE")]
+    trace: Option<PathBuf>,
+    /// Local backend: seed for arrivals and launch jitter.
+    #[arg(long, env = "MRGC_SEED", default_value_t = 1)]
+    seed: u64,
+    /// This replica's identity in leases and decision records (default: hostname-pid).
+    #[arg(long, env = "MRGC_CONTROLLER_ID")]
+    controller_id: Option<String>,
+    /// Record an unchanged `none` decision at least this often.
+    #[arg(long, env = "MRGC_RECORD_HEARTBEAT", default_value = "10m", value_parser = parse_duration)]
+    record_heartbeat: Duration,
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate policy files; exit 64 listing every problem.
+    Check {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Print the decision and its reason for one observation (the planner's calculator).
+    Explain(ExplainArgs),
+}
+
+#[derive(Args)]
+struct ExplainArgs {
+    #[arg(long, env = "MRGC_POLICIES", default_value = "policies", value_delimiter = ',')]
+    policies: Vec<PathBuf>,
+    #[arg(long)]
+    pool: String,
+    #[arg(long, env = "MRGC_REGION", default_value = "us-east-1")]
+    region: String,
+    /// Requests per second now.
+    #[arg(long)]
+    rps: f64,
+    /// Serving instances now.
+    #[arg(long)]
+    serving: u32,
+    #[arg(long, default_value_t = 0)]
+    launching: u32,
+    /// Instances the ASG holds that do not serve (draining, quarantined).
+    #[arg(long, default_value_t = 0)]
+    held: u32,
+    /// Evaluate at this time (RFC 3339, UTC) for scheduled minimums; default now.
+    #[arg(long)]
+    at: Option<String>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. 30s, 10m, 1h"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format, matches!(&cli.command, Command::Run(a) if a.backend == Backend::Local));
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat, quiet: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if quiet { "warn" } else { "info" };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn load_policies(paths: &[PathBuf]) -> Result<PolicySet, ExitCode> {
+    policy::load_paths(paths).map_err(|e| {
+        eprint!("{e}");
+        ExitCode::from(EXIT_USAGE)
+    })
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Policy(PolicyCommand::Check { paths }) => {
+            let set = match load_policies(&paths) {
+                Ok(s) => s,
+                Err(code) => return Ok(code),
+            };
+            for p in set.pools.values() {
+                let regions: Vec<&str> = p.regions.keys().map(String::as_str).collect();
+                println!(
+                    "ok  {:<10} {}  regions: {}",
+                    p.pool,
+                    p.source.display(),
+                    regions.join(", ")
+                );
+            }
+            println!("{} pools valid (policy hash {})", set.pools.len(), set.hash);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Policy(PolicyCommand::Explain(a)) => explain(a),
+        Command::Run(a) => run(a),
+    }
+}
+
+fn explain(a: ExplainArgs) -> anyhow::Result<ExitCode> {
+    let set = match load_policies(&a.policies) {
+        Ok(s) => s,
+        Err(code) => return Ok(code),
+    };
+    let Some(policy) = set.pool(&a.pool) else {
+        eprintln!(
+            "error: no policy for pool `{}`; known pools: {}",
+            a.pool,
+            set.pools.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+        return Ok(ExitCode::from(EXIT_USAGE));
+    };
+    let Some(regional) = policy.region(&a.region) else {
+        eprintln!(
+            "error: pool `{}` has no policy for region {}; its regions: {}",
+            a.pool,
+            a.region,
+            policy.regions.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+        return Ok(ExitCode::from(EXIT_USAGE));
+    };
+    if !a.rps.is_finite() || a.rps < 0.0 {
+        eprintln!("error: --rps must be a number ≥ 0");
+        return Ok(ExitCode::from(EXIT_USAGE));
+    }
+    let now_ms = match &a.at {
+        Some(s) => match chrono::DateTime::parse_from_rfc3339(s) {
+            Ok(t) => t.timestamp_millis(),
+            Err(e) => {
+                eprintln!("error: --at `{s}` is not an RFC 3339 time ({e}); write e.g. 2026-11-23T13:30:00Z");
+                return Ok(ExitCode::from(EXIT_USAGE));
+            }
+        },
+        None => chrono::Utc::now().timestamp_millis(),
+    };
+    let current = a.serving.saturating_add(a.launching).saturating_add(a.held);
+    let obs = Observation {
+        samples: vec![Sample { at_ms: now_ms, rps: a.rps }],
+        capacity: Capacity {
+            serving: a.serving,
+            launching: a.launching,
+            held: a.held,
+            skipped: 0,
+        },
+        asg: AsgState {
+            name: regional.asg.clone(),
+            min: 0,
+            max: regional.max.saturating_add(a.held).max(current),
+            desired: current,
+        },
+    };
+    let d = decide(policy, &a.region, &obs, &PoolHistory::default(), now_ms);
+    println!("pool        {} in {} (ASG {})", a.pool, a.region, regional.asg);
+    println!("observed    {} rps, {} serving, {} launching, {} held", a.rps, a.serving, a.launching, a.held);
+    println!("bounds      min {} max {}, band {}–{} (setpoint {})", d.min, d.max, policy.band.low, policy.band.high, policy.band.setpoint);
+    println!("decision    {} to {} (ASG desired capacity {} → {})", d.action, d.desired, d.asg_current, d.asg_desired);
+    println!("reason_code {}", d.reason_code);
+    println!("reason      {}", d.reason);
+    println!("note        a single observation with no history: scale-down stabilization only sees this one recommendation");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
+    let set = match load_policies(&a.policies) {
+        Ok(s) => s,
+        Err(code) => return Ok(code),
+    };
+    if a.interval.is_zero() || !(a.speed.is_finite() && a.speed > 0.0) {
+        eprintln!("error: --interval must be longer than zero and --speed a positive number");
+        return Ok(ExitCode::from(EXIT_USAGE));
+    }
+    let controller_id = a.controller_id.clone().unwrap_or_else(default_controller_id);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match a.backend {
+        Backend::Aws => {
+            eprintln!("error: --backend aws is not available yet in this version; use --backend local");
+            Ok(ExitCode::from(EXIT_USAGE))
+        }
+        Backend::Local => {
+            println!(
+                "backend: local (embedded in-memory region {}, traffic replay at {}x); policies {} (hash {})",
+                a.region,
+                a.speed,
+                a.policies.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(","),
+                set.hash
+            );
+            let opts = LocalOptions {
+                region: a.region,
+                interval: a.interval,
+                speed: a.speed,
+                duration: a.duration,
+                dry_run: a.dry_run,
+                trace: a.trace,
+                seed: a.seed,
+                controller_id,
+                record_heartbeat: a.record_heartbeat,
+            };
+            let mut out = std::io::stdout();
+            let result = rt.block_on(run_local(set, opts, &mut out, async {
+                let _ = tokio::signal::ctrl_c().await;
+            }));
+            match result {
+                Ok(_) => Ok(ExitCode::SUCCESS),
+                Err(e @ mrgc_autoscaler::app::local::LocalError::Io(_)) => Err(e.into()),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::from(EXIT_USAGE))
+                }
+            }
+        }
+    }
+}
+
+fn default_controller_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_string()))
+        .unwrap_or_else(|| "controller".to_string());
+    format!("{host}-{}", std::process::id())
+}

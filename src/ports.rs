@@ -1,0 +1,157 @@
+//! Narrow traits between the reconciler and the world. Each lists only the calls the
+//! controller makes; backends implement them (in-memory region, AWS).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::core::{AsgState, DecisionRecord, InstanceRecord, Sample};
+
+/// Errors a port reports, split the way the reconciler reacts to them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PortError {
+    /// Worth retrying with backoff: throttling, timeouts, 5xx, connection resets.
+    #[error("transient: {0}")]
+    Transient(String),
+    /// Retrying will not help until something changes: access denied, bad request.
+    #[error("{0}")]
+    Permanent(String),
+    /// A conditional write lost: someone else holds the lease, or a fence failed.
+    #[error("condition failed: {0}")]
+    Conflict(String),
+    /// The thing asked for does not exist (an ASG, a table).
+    #[error("not found: {0}")]
+    NotFound(String),
+}
+
+impl PortError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, PortError::Transient(_))
+    }
+
+    /// A short, bounded label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PortError::Transient(_) => "transient",
+            PortError::Permanent(_) => "permanent",
+            PortError::Conflict(_) => "conflict",
+            PortError::NotFound(_) => "not_found",
+        }
+    }
+}
+
+pub type PortResult<T> = Result<T, PortError>;
+
+/// Requests per second per pool, as routers write them once a minute.
+#[async_trait]
+pub trait MetricsSource: Send + Sync {
+    /// Samples for `pool` in `region` with `from_ms < at_ms <= to_ms`, oldest first.
+    async fn rps_samples(
+        &self,
+        pool: &str,
+        region: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> PortResult<Vec<Sample>>;
+}
+
+/// A pool's instances in one region, joined with routing health and the latest cleanup
+/// validation, plus how many malformed items were skipped.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PoolInventory {
+    pub instances: Vec<InstanceRecord>,
+    pub skipped: u32,
+}
+
+#[async_trait]
+pub trait Inventory: Send + Sync {
+    async fn pool_instances(&self, pool: &str, region: &str) -> PortResult<PoolInventory>;
+}
+
+/// The Auto Scaling Group calls the controller makes.
+#[async_trait]
+pub trait Actuator: Send + Sync {
+    async fn describe(&self, asg: &str) -> PortResult<AsgState>;
+    /// Set the group's desired capacity (absolute, so a repeat or a late call is harmless).
+    async fn set_desired(&self, asg: &str, desired: u32) -> PortResult<()>;
+}
+
+/// The proof a leader shows when it appends: the record is written only while the lease is
+/// still held by `holder` at `epoch`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub lease_key: String,
+    pub holder: String,
+    pub epoch: u64,
+}
+
+/// The autoscaling-state table.
+#[async_trait]
+pub trait DecisionLog: Send + Sync {
+    /// Append a record. With a fence, the write fails with `Conflict` unless the lease is
+    /// held as the fence says. A key collision is retried with the next slot, never overwrites.
+    async fn append(&self, record: &DecisionRecord, fence: Option<&Fence>) -> PortResult<()>;
+
+    /// Records for `pool` after `since_ms`, newest first, at most `limit`; `region` filters.
+    async fn history(
+        &self,
+        pool: &str,
+        region: Option<&str>,
+        since_ms: i64,
+        limit: usize,
+    ) -> PortResult<Vec<DecisionRecord>>;
+}
+
+/// A leadership lease as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub key: String,
+    pub holder: String,
+    pub epoch: u64,
+    /// Bumped by every write; followers watch it to tell a live leader from a dead one.
+    pub version: u64,
+    pub duration_ms: u64,
+}
+
+/// Conditional lease writes (the regional controller-leases table).
+#[async_trait]
+pub trait LeaseStore: Send + Sync {
+    async fn read(&self, key: &str) -> PortResult<Option<Lease>>;
+    /// Create the lease if absent, or take it over if its version is still `expected_version`.
+    /// The new lease has `holder`, epoch + 1 and version + 1.
+    async fn acquire(
+        &self,
+        key: &str,
+        holder: &str,
+        expected_version: Option<u64>,
+        duration: Duration,
+    ) -> PortResult<Lease>;
+    /// Renew if still held by `holder` at `epoch`: bumps the version.
+    async fn renew(&self, key: &str, holder: &str, epoch: u64) -> PortResult<Lease>;
+    /// Give the lease up if still held by `holder` at `epoch`: the holder becomes empty and the
+    /// version moves on, the epoch stays (epochs never repeat).
+    async fn release(&self, key: &str, holder: &str, epoch: u64) -> PortResult<()>;
+}
+
+/// Time, as the controller sees it. `now_ms` is Unix milliseconds; `sleep` takes controller
+/// time (the embedded region may run faster than the wall clock).
+#[async_trait]
+pub trait Clock: Send + Sync {
+    fn now_ms(&self) -> i64;
+    async fn sleep(&self, d: Duration);
+}
+
+/// Per-pool gauges published each cycle (CloudWatch in production).
+#[async_trait]
+pub trait GaugeSink: Send + Sync {
+    async fn publish(&self, pool: &str, region: &str, gauges: &PoolGauges) -> PortResult<()>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PoolGauges {
+    pub rps: Option<f64>,
+    pub serving: u32,
+    pub launching: u32,
+    pub desired: u32,
+    pub utilisation: Option<f64>,
+}
