@@ -8,4 +8,5 @@ pub mod adapters;
 pub mod app;
 pub mod core;
 pub mod ports;
+pub mod schema;
 pub mod sim;

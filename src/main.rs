@@ -15,7 +15,11 @@ use mrgc_autoscaler::core::{AsgState, Capacity, Observation, PoolHistory, Sample
 const EXIT_USAGE: u8 = 64;
 
 #[derive(Parser)]
-#[command(name = "mrgc-autoscaler", version, about = "Capacity controller of a multi-region GPU inference cluster")]
+#[command(
+    name = "mrgc-autoscaler",
+    version,
+    about = "Capacity controller of a multi-region GPU inference cluster"
+)]
 struct Cli {
     /// Log format for diagnostics on stderr.
     #[arg(long, env = "MRGC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -52,7 +56,12 @@ struct RunArgs {
     #[arg(long, env = "MRGC_BACKEND", value_enum, default_value_t = Backend::Local)]
     backend: Backend,
     /// Policy directory or files.
-    #[arg(long, env = "MRGC_POLICIES", default_value = "policies", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "MRGC_POLICIES",
+        default_value = "policies",
+        value_delimiter = ','
+    )]
     policies: Vec<PathBuf>,
     #[arg(long, env = "MRGC_REGION", default_value = "us-east-1")]
     region: String,
@@ -95,7 +104,12 @@ enum PolicyCommand {
 
 #[derive(Args)]
 struct ExplainArgs {
-    #[arg(long, env = "MRGC_POLICIES", default_value = "policies", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "MRGC_POLICIES",
+        default_value = "policies",
+        value_delimiter = ','
+    )]
     policies: Vec<PathBuf>,
     #[arg(long)]
     pool: String,
@@ -118,12 +132,16 @@ struct ExplainArgs {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. 30s, 10m, 1h"))
+    humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. 30s, 10m, 1h"))
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format, matches!(&cli.command, Command::Run(a) if a.backend == Backend::Local));
+    init_tracing(
+        cli.log_format,
+        matches!(&cli.command, Command::Run(a) if a.backend == Backend::Local),
+    );
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -137,7 +155,9 @@ fn init_tracing(format: LogFormat, quiet: bool) {
     use tracing_subscriber::EnvFilter;
     let default = if quiet { "warn" } else { "info" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -193,7 +213,12 @@ fn explain(a: ExplainArgs) -> anyhow::Result<ExitCode> {
             "error: pool `{}` has no policy for region {}; its regions: {}",
             a.pool,
             a.region,
-            policy.regions.keys().cloned().collect::<Vec<_>>().join(", ")
+            policy
+                .regions
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         return Ok(ExitCode::from(EXIT_USAGE));
     };
@@ -205,7 +230,9 @@ fn explain(a: ExplainArgs) -> anyhow::Result<ExitCode> {
         Some(s) => match chrono::DateTime::parse_from_rfc3339(s) {
             Ok(t) => t.timestamp_millis(),
             Err(e) => {
-                eprintln!("error: --at `{s}` is not an RFC 3339 time ({e}); write e.g. 2026-11-23T13:30:00Z");
+                eprintln!(
+                    "error: --at `{s}` is not an RFC 3339 time ({e}); write e.g. 2026-11-23T13:30:00Z"
+                );
                 return Ok(ExitCode::from(EXIT_USAGE));
             }
         },
@@ -213,7 +240,10 @@ fn explain(a: ExplainArgs) -> anyhow::Result<ExitCode> {
     };
     let current = a.serving.saturating_add(a.launching).saturating_add(a.held);
     let obs = Observation {
-        samples: vec![Sample { at_ms: now_ms, rps: a.rps }],
+        samples: vec![Sample {
+            at_ms: now_ms,
+            rps: a.rps,
+        }],
         capacity: Capacity {
             serving: a.serving,
             launching: a.launching,
@@ -228,13 +258,27 @@ fn explain(a: ExplainArgs) -> anyhow::Result<ExitCode> {
         },
     };
     let d = decide(policy, &a.region, &obs, &PoolHistory::default(), now_ms);
-    println!("pool        {} in {} (ASG {})", a.pool, a.region, regional.asg);
-    println!("observed    {} rps, {} serving, {} launching, {} held", a.rps, a.serving, a.launching, a.held);
-    println!("bounds      min {} max {}, band {}–{} (setpoint {})", d.min, d.max, policy.band.low, policy.band.high, policy.band.setpoint);
-    println!("decision    {} to {} (ASG desired capacity {} → {})", d.action, d.desired, d.asg_current, d.asg_desired);
+    println!(
+        "pool        {} in {} (ASG {})",
+        a.pool, a.region, regional.asg
+    );
+    println!(
+        "observed    {} rps, {} serving, {} launching, {} held",
+        a.rps, a.serving, a.launching, a.held
+    );
+    println!(
+        "bounds      min {} max {}, band {}–{} (setpoint {})",
+        d.min, d.max, policy.band.low, policy.band.high, policy.band.setpoint
+    );
+    println!(
+        "decision    {} to {} (ASG desired capacity {} → {})",
+        d.action, d.desired, d.asg_current, d.asg_desired
+    );
     println!("reason_code {}", d.reason_code);
     println!("reason      {}", d.reason);
-    println!("note        a single observation with no history: scale-down stabilization only sees this one recommendation");
+    println!(
+        "note        a single observation with no history: scale-down stabilization only sees this one recommendation"
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -247,7 +291,10 @@ fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         eprintln!("error: --interval must be longer than zero and --speed a positive number");
         return Ok(ExitCode::from(EXIT_USAGE));
     }
-    let controller_id = a.controller_id.clone().unwrap_or_else(default_controller_id);
+    let controller_id = a
+        .controller_id
+        .clone()
+        .unwrap_or_else(default_controller_id);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -255,7 +302,9 @@ fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         .context("starting the async runtime")?;
     match a.backend {
         Backend::Aws => {
-            eprintln!("error: --backend aws is not available yet in this version; use --backend local");
+            eprintln!(
+                "error: --backend aws is not available yet in this version; use --backend local"
+            );
             Ok(ExitCode::from(EXIT_USAGE))
         }
         Backend::Local => {
@@ -263,7 +312,11 @@ fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
                 "backend: local (embedded in-memory region {}, traffic replay at {}x); policies {} (hash {})",
                 a.region,
                 a.speed,
-                a.policies.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(","),
+                a.policies
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
                 set.hash
             );
             let opts = LocalOptions {
@@ -297,7 +350,11 @@ fn default_controller_id() -> String {
     let host = std::env::var("HOSTNAME")
         .ok()
         .filter(|h| !h.is_empty())
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_string()))
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|s| s.trim().to_string())
+        })
         .unwrap_or_else(|| "controller".to_string());
     format!("{host}-{}", std::process::id())
 }

@@ -214,11 +214,11 @@ impl MemoryRegion {
     pub fn put_instance(&self, rec: InstanceRecord, asg: Option<&str>) {
         let mut s = self.lock();
         let id: Arc<str> = Arc::from(rec.instance_id.as_str());
-        if let Some(a) = asg.and_then(|a| s.asgs.get_mut(a)) {
-            if !a.members.contains(&id) {
-                a.members.push(id.clone());
-                a.desired = a.members.len() as u32;
-            }
+        if let Some(a) = asg.and_then(|a| s.asgs.get_mut(a))
+            && !a.members.contains(&id)
+        {
+            a.members.push(id.clone());
+            a.desired = a.members.len() as u32;
         }
         s.instances.insert(
             id,
@@ -249,8 +249,12 @@ impl MemoryRegion {
     }
 
     pub fn instances(&self) -> Vec<InstanceRecord> {
-        let mut v: Vec<InstanceRecord> =
-            self.lock().instances.values().map(|m| m.rec.clone()).collect();
+        let mut v: Vec<InstanceRecord> = self
+            .lock()
+            .instances
+            .values()
+            .map(|m| m.rec.clone())
+            .collect();
         v.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
         v
     }
@@ -362,7 +366,11 @@ impl State {
             }
         } else if have > want {
             let mut excess = (have - want) as usize;
-            let members = self.asgs.get(name).map(|g| g.members.clone()).unwrap_or_default();
+            let members = self
+                .asgs
+                .get(name)
+                .map(|g| g.members.clone())
+                .unwrap_or_default();
             // Launching first (newest first), then the rest newest first.
             let mut order: Vec<(bool, usize, Arc<str>)> = members
                 .iter()
@@ -516,8 +524,17 @@ impl DecisionLog for MemoryRegion {
         limit: usize,
     ) -> PortResult<Vec<DecisionRecord>> {
         let s = self.lock();
-        let from = (pool.to_string(), DecisionKey::new(since_ms, "", 0).with_slot(0));
-        let to = (pool.to_string(), DecisionKey { secs: i64::MAX, frac: u32::MAX });
+        let from = (
+            pool.to_string(),
+            DecisionKey::new(since_ms, "", 0).with_slot(0),
+        );
+        let to = (
+            pool.to_string(),
+            DecisionKey {
+                secs: i64::MAX,
+                frac: u32::MAX,
+            },
+        );
         Ok(s.decisions
             .range(from..=to)
             .map(|(_, r)| r)
@@ -586,11 +603,12 @@ impl LeaseStore for MemoryRegion {
         let mut s = self.lock();
         // Released leases keep their epoch and version (epochs never repeat); an empty holder
         // tells followers they may take over at once.
-        if let Some(l) = s.leases.get_mut(key) {
-            if l.holder == holder && l.epoch == epoch {
-                l.holder.clear();
-                l.version += 1;
-            }
+        if let Some(l) = s.leases.get_mut(key)
+            && l.holder == holder
+            && l.epoch == epoch
+        {
+            l.holder.clear();
+            l.version += 1;
         }
         Ok(())
     }
@@ -609,19 +627,37 @@ mod tests {
     #[test]
     fn asg_launches_registers_and_serves_after_launch_time() {
         let r = MemoryRegion::new("us-east-1", 1);
-        r.create_asg("g", "model-a", 0, 10, Duration::from_secs(360), Duration::ZERO);
+        r.create_asg(
+            "g",
+            "model-a",
+            0,
+            10,
+            Duration::from_secs(360),
+            Duration::ZERO,
+        );
         rt().block_on(r.set_desired("g", 3)).expect("set");
         r.advance(0);
-        let inv = rt().block_on(r.pool_instances("model-a", "us-east-1")).unwrap();
+        let inv = rt()
+            .block_on(r.pool_instances("model-a", "us-east-1"))
+            .unwrap();
         assert_eq!(inv.instances.len(), 3);
-        assert!(inv.instances.iter().all(|i| i.state == InstanceState::Launching));
+        assert!(
+            inv.instances
+                .iter()
+                .all(|i| i.state == InstanceState::Launching)
+        );
         r.advance(359_999);
         assert_eq!(r.fleet("g"), (0, vec![360_000; 3]));
         r.advance(360_000);
         assert_eq!(r.fleet("g").0, 3);
-        let inv = rt().block_on(r.pool_instances("model-a", "us-east-1")).unwrap();
-        assert!(inv.instances.iter().all(|i| i.state == InstanceState::Available
-            && i.last_heartbeat_ms == 360_000));
+        let inv = rt()
+            .block_on(r.pool_instances("model-a", "us-east-1"))
+            .unwrap();
+        assert!(
+            inv.instances
+                .iter()
+                .all(|i| i.state == InstanceState::Available && i.last_heartbeat_ms == 360_000)
+        );
     }
 
     #[test]
@@ -679,9 +715,16 @@ mod tests {
         assert_eq!((b.holder.as_str(), b.epoch), ("b", 2));
         assert!(rt.block_on(r.renew("k", "a", 1)).is_err());
         rt.block_on(r.release("k", "a", 1)).unwrap();
-        assert_eq!(rt.block_on(r.read("k")).unwrap().unwrap().holder, "b", "a cannot release b's lease");
+        assert_eq!(
+            rt.block_on(r.read("k")).unwrap().unwrap().holder,
+            "b",
+            "a cannot release b's lease"
+        );
         rt.block_on(r.release("k", "b", 2)).unwrap();
         let released = rt.block_on(r.read("k")).unwrap().unwrap();
-        assert_eq!((released.holder.as_str(), released.epoch, released.version), ("", 2, 4));
+        assert_eq!(
+            (released.holder.as_str(), released.epoch, released.version),
+            ("", 2, 4)
+        );
     }
 }

@@ -30,7 +30,11 @@ impl TokioClock {
         TokioClock {
             start_ms,
             start: tokio::time::Instant::now(),
-            speed: if speed.is_finite() && speed > 0.0 { speed } else { 1.0 },
+            speed: if speed.is_finite() && speed > 0.0 {
+                speed
+            } else {
+                1.0
+            },
         }
     }
 

@@ -117,7 +117,11 @@ impl Elector {
                     return Transition::None;
                 }
                 self.last_renew_try_ms = now_ms;
-                match self.store.renew(&self.cfg.key, &self.cfg.holder, lease.epoch).await {
+                match self
+                    .store
+                    .renew(&self.cfg.key, &self.cfg.holder, lease.epoch)
+                    .await
+                {
                     Ok(l) => {
                         self.role = Role::Leader {
                             lease: l,
@@ -169,7 +173,12 @@ impl Elector {
                 };
                 match self
                     .store
-                    .acquire(&self.cfg.key, &self.cfg.holder, expected, self.cfg.lease_duration)
+                    .acquire(
+                        &self.cfg.key,
+                        &self.cfg.holder,
+                        expected,
+                        self.cfg.lease_duration,
+                    )
                     .await
                 {
                     Ok(l) => {
@@ -195,7 +204,9 @@ impl Elector {
         if let Role::Leader { lease, .. } = &self.role {
             let epoch = lease.epoch;
             self.role = Role::Follower { observed: None };
-            self.store.release(&self.cfg.key, &self.cfg.holder, epoch).await?;
+            self.store
+                .release(&self.cfg.key, &self.cfg.holder, epoch)
+                .await?;
         }
         Ok(())
     }
@@ -207,7 +218,10 @@ mod tests {
     use crate::adapters::memory::MemoryRegion;
 
     fn elector(store: &MemoryRegion, holder: &str) -> Elector {
-        Elector::new(Arc::new(store.clone()), ElectionConfig::new("us-east-1", holder))
+        Elector::new(
+            Arc::new(store.clone()),
+            ElectionConfig::new("us-east-1", holder),
+        )
     }
 
     #[tokio::test]

@@ -53,7 +53,9 @@ pub struct LocalSummary {
 pub enum LocalError {
     #[error("{0}")]
     Trace(#[from] crate::sim::trace::TraceError),
-    #[error("no pool has a policy for region {0}: add a [regions.{0}] section or pick another --region")]
+    #[error(
+        "no pool has a policy for region {0}: add a [regions.{0}] section or pick another --region"
+    )]
     NoPools(String),
     #[error("writing output: {0}")]
     Io(#[from] std::io::Error),
@@ -68,7 +70,11 @@ pub async fn run_local<W: Write + Send>(
 ) -> Result<LocalSummary, LocalError> {
     let trace = match &opts.trace {
         Some(p) => Trace::load(p)?,
-        None => Trace::parse("embedded:azure-llm-2023-conv/rps.csv", "azure-llm-2023-conv", EMBEDDED_TRACE)?,
+        None => Trace::parse(
+            "embedded:azure-llm-2023-conv/rps.csv",
+            "azure-llm-2023-conv",
+            EMBEDDED_TRACE,
+        )?,
     };
     let region = MemoryRegion::new(&opts.region, opts.seed);
     let clock = TokioClock::new(opts.speed);
@@ -96,11 +102,13 @@ pub async fn run_local<W: Write + Send>(
             p.instances.launch_time,
             Duration::from_secs(30),
         );
-        let warm = instances_for(rate.at(0), p.band.setpoint).clamp(r.min, r.max);
+        // The opening rate: the first minute's mean (a smoothed trace starts with a half window).
+        let opening = (0..60).map(|s| rate.at(s)).sum::<f64>() / 60.0;
+        let warm = instances_for(opening, p.band.setpoint).clamp(r.min, r.max);
         region.warm_start(&r.asg, warm, start);
         // Routers were already writing before we started: five minutes at the opening rate.
         for m in 0..5 {
-            region.put_rps(&p.pool, &opts.region, start - m * 60_000, rate.at(0));
+            region.put_rps(&p.pool, &opts.region, start - m * 60_000, opening);
         }
         writeln!(
             out,
@@ -148,13 +156,20 @@ pub async fn run_local<W: Write + Send>(
             let minute = ((next_minute - start) / 60_000 - 1) as usize;
             for (pool, arrivals) in &replays {
                 let n = arrivals.len().max(1);
-                let sum: u64 = (0..60).map(|s| u64::from(arrivals[(minute * 60 + s) % n])).sum();
+                let sum: u64 = (0..60)
+                    .map(|s| u64::from(arrivals[(minute * 60 + s) % n]))
+                    .sum();
                 region.put_rps(pool, &opts.region, next_minute, sum as f64 / 60.0);
             }
             next_minute += 60_000;
         }
         if let Transition::Acquired { epoch } = elector.tick(now).await {
-            writeln!(out, "{} leader of {} (epoch {epoch})", stamp(now - start), opts.region)?;
+            writeln!(
+                out,
+                "{} leader of {} (epoch {epoch})",
+                stamp(now - start),
+                opts.region
+            )?;
         }
         if now >= next_cycle {
             let leadership = elector.leadership(now);
@@ -217,7 +232,11 @@ fn print_report<W: Write>(
         )?;
     }
     for (pool, e) in &report.errors {
-        writeln!(out, "{} {region} {pool:<8} error: {e}", stamp(report.at_ms - start))?;
+        writeln!(
+            out,
+            "{} {region} {pool:<8} error: {e}",
+            stamp(report.at_ms - start)
+        )?;
     }
     Ok(())
 }

@@ -29,6 +29,7 @@ pub struct Metrics {
     pub leader_epoch: IntGauge,
     pub policy_reloads: IntCounterVec,
     pub policy_loaded: IntGauge,
+    names: Vec<String>,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -38,12 +39,16 @@ fn opts(name: &str, help: &str) -> Opts {
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
+        let mut names: Vec<String> = Vec::new();
         let pool = &["pool", "region"];
         // Each metric is registered once on a fresh registry under a unique name, so
         // construction and registration cannot fail: the expects below are invariants.
         macro_rules! reg {
             ($m:expr) => {{
                 let m = $m.expect("static metric definition");
+                for d in prometheus::core::Collector::desc(&m) {
+                    names.push(d.fq_name.clone());
+                }
                 registry
                     .register(Box::new(m.clone()))
                     .expect("unique metric name");
@@ -51,32 +56,127 @@ impl Metrics {
             }};
         }
         Metrics {
-            pool_rps: reg!(GaugeVec::new(opts("pool_rps", "Requests per second the last decision used."), pool)),
-            pool_serving: reg!(IntGaugeVec::new(opts("pool_serving", "Serving instances."), pool)),
-            pool_launching: reg!(IntGaugeVec::new(opts("pool_launching", "Launching instances."), pool)),
-            pool_held: reg!(IntGaugeVec::new(opts("pool_held", "Instances the ASG holds that do not serve (draining, quarantined, failed)."), pool)),
-            pool_desired: reg!(IntGaugeVec::new(opts("pool_desired", "Desired serving + launching instances of the last decision."), pool)),
-            pool_utilisation: reg!(GaugeVec::new(opts("pool_utilisation", "RPS per counted instance."), pool)),
-            metrics_age: reg!(GaugeVec::new(opts("metrics_age_seconds", "Age of the newest RPS sample at decision time."), pool)),
-            decisions: reg!(IntCounterVec::new(opts("decisions_total", "Decisions by action and reason_code."), &["pool", "region", "action", "reason_code"])),
-            decision_results: reg!(IntCounterVec::new(opts("decision_results_total", "What became of decisions: applied, failed, skipped."), &["pool", "region", "result"])),
-            decisions_recorded: reg!(IntCounterVec::new(opts("decisions_recorded_total", "Decision records appended to the autoscaling-state table."), pool)),
-            reconcile_errors: reg!(IntCounterVec::new(opts("reconcile_errors_total", "Pool reconciles that failed, by error kind."), &["pool", "region", "kind"])),
+            pool_rps: reg!(GaugeVec::new(
+                opts("pool_rps", "Requests per second the last decision used."),
+                pool
+            )),
+            pool_serving: reg!(IntGaugeVec::new(
+                opts("pool_serving", "Serving instances."),
+                pool
+            )),
+            pool_launching: reg!(IntGaugeVec::new(
+                opts("pool_launching", "Launching instances."),
+                pool
+            )),
+            pool_held: reg!(IntGaugeVec::new(
+                opts(
+                    "pool_held",
+                    "Instances the ASG holds that do not serve (draining, quarantined, failed)."
+                ),
+                pool
+            )),
+            pool_desired: reg!(IntGaugeVec::new(
+                opts(
+                    "pool_desired",
+                    "Desired serving + launching instances of the last decision."
+                ),
+                pool
+            )),
+            pool_utilisation: reg!(GaugeVec::new(
+                opts("pool_utilisation", "RPS per counted instance."),
+                pool
+            )),
+            metrics_age: reg!(GaugeVec::new(
+                opts(
+                    "metrics_age_seconds",
+                    "Age of the newest RPS sample at decision time."
+                ),
+                pool
+            )),
+            decisions: reg!(IntCounterVec::new(
+                opts("decisions_total", "Decisions by action and reason_code."),
+                &["pool", "region", "action", "reason_code"]
+            )),
+            decision_results: reg!(IntCounterVec::new(
+                opts(
+                    "decision_results_total",
+                    "What became of decisions: applied, failed, skipped."
+                ),
+                &["pool", "region", "result"]
+            )),
+            decisions_recorded: reg!(IntCounterVec::new(
+                opts(
+                    "decisions_recorded_total",
+                    "Decision records appended to the autoscaling-state table."
+                ),
+                pool
+            )),
+            reconcile_errors: reg!(IntCounterVec::new(
+                opts(
+                    "reconcile_errors_total",
+                    "Pool reconciles that failed, by error kind."
+                ),
+                &["pool", "region", "kind"]
+            )),
             reconcile_duration: reg!(HistogramVec::new(
-                HistogramOpts::new("mrgc_autoscaler_reconcile_duration_seconds", "Wall time of one reconcile cycle over all pools.")
-                    .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+                HistogramOpts::new(
+                    "mrgc_autoscaler_reconcile_duration_seconds",
+                    "Wall time of one reconcile cycle over all pools."
+                )
+                .buckets(vec![
+                    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
+                ]),
                 &["region"],
             )),
-            bad_items: reg!(IntCounterVec::new(opts("bad_items_total", "Table items skipped because they were malformed."), &["table", "reason"])),
-            aws_calls: reg!(IntCounterVec::new(opts("aws_calls_total", "AWS API calls."), &["service", "operation"])),
-            aws_errors: reg!(IntCounterVec::new(opts("aws_errors_total", "AWS API calls that failed, by kind."), &["service", "operation", "kind"])),
-            aws_throttles: reg!(IntCounterVec::new(opts("aws_throttles_total", "AWS API calls throttled (by AWS or by our own rate limit)."), &["service", "operation"])),
-            leader: reg!(IntGauge::with_opts(opts("leader", "1 while this controller holds the region's lease."))),
-            leader_epoch: reg!(IntGauge::with_opts(opts("leader_epoch", "Epoch of the lease this controller holds (0 when it holds none)."))),
-            policy_reloads: reg!(IntCounterVec::new(opts("policy_reloads_total", "Policy reloads by result (applied, rejected)."), &["result"])),
-            policy_loaded: reg!(IntGauge::with_opts(opts("policy_loaded", "1 when a valid policy set is in force."))),
+            bad_items: reg!(IntCounterVec::new(
+                opts(
+                    "bad_items_total",
+                    "Table items skipped because they were malformed."
+                ),
+                &["table", "reason"]
+            )),
+            aws_calls: reg!(IntCounterVec::new(
+                opts("aws_calls_total", "AWS API calls."),
+                &["service", "operation"]
+            )),
+            aws_errors: reg!(IntCounterVec::new(
+                opts("aws_errors_total", "AWS API calls that failed, by kind."),
+                &["service", "operation", "kind"]
+            )),
+            aws_throttles: reg!(IntCounterVec::new(
+                opts(
+                    "aws_throttles_total",
+                    "AWS API calls throttled (by AWS or by our own rate limit)."
+                ),
+                &["service", "operation"]
+            )),
+            leader: reg!(IntGauge::with_opts(opts(
+                "leader",
+                "1 while this controller holds the region's lease."
+            ))),
+            leader_epoch: reg!(IntGauge::with_opts(opts(
+                "leader_epoch",
+                "Epoch of the lease this controller holds (0 when it holds none)."
+            ))),
+            policy_reloads: reg!(IntCounterVec::new(
+                opts(
+                    "policy_reloads_total",
+                    "Policy reloads by result (applied, rejected)."
+                ),
+                &["result"]
+            )),
+            policy_loaded: reg!(IntGauge::with_opts(opts(
+                "policy_loaded",
+                "1 when a valid policy set is in force."
+            ))),
             registry,
+            names,
         }
+    }
+
+    /// The name of every metric this controller exports.
+    pub fn names(&self) -> &[String] {
+        &self.names
     }
 
     /// The Prometheus text exposition of every metric.

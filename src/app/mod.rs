@@ -5,5 +5,6 @@ pub mod election;
 pub mod local;
 pub mod metrics;
 pub mod reconciler;
+pub mod service;
 
 pub use reconciler::{Backends, CycleReport, Leadership, PoolError, Reconciler, Settings};

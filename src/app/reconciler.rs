@@ -85,7 +85,10 @@ pub enum PoolError {
 impl PoolError {
     pub fn port(&self) -> &PortError {
         match self {
-            PoolError::Metrics(e) | PoolError::Inventory(e) | PoolError::Asg(e) | PoolError::Record(e) => e,
+            PoolError::Metrics(e)
+            | PoolError::Inventory(e)
+            | PoolError::Asg(e)
+            | PoolError::Record(e) => e,
         }
     }
 
@@ -271,15 +274,23 @@ impl Reconciler {
         let lookback = policy.metrics.stale_after + policy.metrics.window + Duration::from_secs(60);
         let from = now_ms - lookback.as_millis() as i64;
         let (samples, inventory, asg) = tokio::join!(
-            self.backends.metrics.rps_samples(&policy.pool, &region, from, now_ms),
-            self.backends.inventory.pool_instances(&policy.pool, &region),
+            self.backends
+                .metrics
+                .rps_samples(&policy.pool, &region, from, now_ms),
+            self.backends
+                .inventory
+                .pool_instances(&policy.pool, &region),
             self.backends.actuator.describe(&regional.asg),
         );
         let samples = samples.map_err(PoolError::Metrics)?;
         let inventory = inventory.map_err(PoolError::Inventory)?;
         let asg = asg.map_err(PoolError::Asg)?;
-        let capacity =
-            capacity::count(&inventory.instances, &policy.instances, now_ms, inventory.skipped);
+        let capacity = capacity::count(
+            &inventory.instances,
+            &policy.instances,
+            now_ms,
+            inventory.skipped,
+        );
         let obs = Observation {
             samples,
             capacity,
@@ -312,8 +323,11 @@ impl Reconciler {
         };
         let applied = outcome == Outcome::Applied;
         let st = self.pools.entry(policy.pool.clone()).or_default();
-        st.history
-            .record(&decision, applied, policy.scale_down.stabilization.max(Duration::from_secs(60)));
+        st.history.record(
+            &decision,
+            applied,
+            policy.scale_down.stabilization.max(Duration::from_secs(60)),
+        );
 
         // Record (leader only): changes always, an unchanged `none` at the heartbeat interval.
         let key = (decision.reason_code, decision.action, decision.desired);
@@ -397,10 +411,16 @@ impl Reconciler {
         if let Some(rps) = d.rps {
             m.pool_rps.with_label_values(l).set(rps);
         }
-        m.pool_serving.with_label_values(l).set(i64::from(d.serving));
-        m.pool_launching.with_label_values(l).set(i64::from(d.launching));
+        m.pool_serving
+            .with_label_values(l)
+            .set(i64::from(d.serving));
+        m.pool_launching
+            .with_label_values(l)
+            .set(i64::from(d.launching));
         m.pool_held.with_label_values(l).set(i64::from(d.held));
-        m.pool_desired.with_label_values(l).set(i64::from(d.desired));
+        m.pool_desired
+            .with_label_values(l)
+            .set(i64::from(d.desired));
         if let Some(u) = d.utilisation {
             m.pool_utilisation.with_label_values(l).set(u);
         }

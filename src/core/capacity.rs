@@ -149,7 +149,12 @@ pub fn classify(i: &InstanceRecord, rules: &Instances, now_ms: i64) -> Counted {
 }
 
 /// Count a pool's instances; `skipped` is the number of malformed items the adapter dropped.
-pub fn count(instances: &[InstanceRecord], rules: &Instances, now_ms: i64, skipped: u32) -> Capacity {
+pub fn count(
+    instances: &[InstanceRecord],
+    rules: &Instances,
+    now_ms: i64,
+    skipped: u32,
+) -> Capacity {
     let mut c = Capacity {
         skipped,
         ..Capacity::default()

@@ -340,22 +340,34 @@ pub fn decide(
     // Metrics: newest sample not in the future, and the mean over the window ending there.
     let newest = obs.samples.iter().rev().find(|s| s.at_ms <= now_ms);
     let (code, desired, mut reason) = match newest {
-        None => stale_hold(policy, current, ReasonCode::MetricsMissing, format!(
-            "no rps samples for {} in {region}", policy.pool
-        )),
+        None => stale_hold(
+            policy,
+            current,
+            ReasonCode::MetricsMissing,
+            format!("no rps samples for {} in {region}", policy.pool),
+        ),
         Some(n) if now_ms - n.at_ms > policy.metrics.stale_after.as_millis() as i64 => {
             d.metrics_age_ms = Some(now_ms - n.at_ms);
-            stale_hold(policy, current, ReasonCode::MetricsStale, format!(
-                "newest rps sample is {} old (stale after {})",
-                dur(now_ms - n.at_ms),
-                fmt_dur(policy.metrics.stale_after)
-            ))
+            stale_hold(
+                policy,
+                current,
+                ReasonCode::MetricsStale,
+                format!(
+                    "newest rps sample is {} old (stale after {})",
+                    dur(now_ms - n.at_ms),
+                    fmt_dur(policy.metrics.stale_after)
+                ),
+            )
         }
         Some(n) => {
             d.metrics_age_ms = Some(now_ms - n.at_ms);
             let from = n.at_ms - policy.metrics.window.as_millis() as i64;
             let mut sum = 0.0;
-            for s in obs.samples.iter().filter(|s| s.at_ms > from && s.at_ms <= n.at_ms) {
+            for s in obs
+                .samples
+                .iter()
+                .filter(|s| s.at_ms > from && s.at_ms <= n.at_ms)
+            {
                 d.rps_window.push(s.rps);
                 sum += s.rps;
             }
@@ -371,7 +383,7 @@ pub fn decide(
                     ReasonCode::NoCapacity,
                     rec.max(1),
                     format!(
-                        "{rps:.1} rps with no capacity; scale up to ceil({rps:.1}/{}) = {}",
+                        "{rps:.1} rps with no capacity; scale up to ceil({rps:.1}/{:?}) = {}",
                         band.setpoint,
                         rec.max(1)
                     ),
@@ -392,7 +404,7 @@ pub fn decide(
                     ReasonCode::WithinBand,
                     current,
                     format!(
-                        "{head} is inside the band {}–{}; hold at {current}",
+                        "{head} is inside the band {:?}–{:?}; hold at {current}",
                         band.low, band.high
                     ),
                 )
@@ -410,7 +422,10 @@ pub fn decide(
             ReasonCode::BelowMinimum
         };
         reason = match &bounds.schedule {
-            Some(s) => format!("{reason}; scheduled window `{s}` sets min {}, so {desired_c}", bounds.min),
+            Some(s) => format!(
+                "{reason}; scheduled window `{s}` sets min {}, so {desired_c}",
+                bounds.min
+            ),
             None => format!("{reason}; min is {}, so {desired_c}", bounds.min),
         };
     } else if desired_c < desired {
@@ -456,7 +471,10 @@ pub fn decide(
         _ => d.asg_desired = asg_target,
     }
     if cap.skipped > 0 {
-        reason = format!("{reason} ({} malformed instance items skipped)", cap.skipped);
+        reason = format!(
+            "{reason} ({} malformed instance items skipped)",
+            cap.skipped
+        );
     }
     d.reason = reason;
     d
@@ -498,7 +516,7 @@ fn scale_up(
                 ReasonCode::ScaleUpCooldown,
                 current,
                 format!(
-                    "{head} is above {}; last scale-up {} ago, inside the {} cooldown; hold at {current}",
+                    "{head} is above {:?}; last scale-up {} ago, inside the {} cooldown; hold at {current}",
                     policy.band.high,
                     dur(since),
                     fmt_dur(su.cooldown)
@@ -513,7 +531,7 @@ fn scale_up(
             ReasonCode::ScaleUpLimited,
             limit,
             format!(
-                "{head} is above {}; wants ceil(rps/{}) = {rec} but scale_up.max_step {} allows +{allowance}; scale up to {limit}",
+                "{head} is above {:?}; wants ceil(rps/{:?}) = {rec} but scale_up.max_step {} allows +{allowance}; scale up to {limit}",
                 policy.band.high, policy.band.setpoint, su.max_step
             ),
         )
@@ -522,7 +540,7 @@ fn scale_up(
             ReasonCode::AboveBand,
             rec,
             format!(
-                "{head} is above {}; scale up to ceil(rps/{}) = {rec}",
+                "{head} is above {:?}; scale up to ceil(rps/{:?}) = {rec}",
                 policy.band.high, policy.band.setpoint
             ),
         )
@@ -545,7 +563,7 @@ fn scale_down(
             ReasonCode::ScaleDownStabilized,
             current,
             format!(
-                "{head} is below {}; recommends {rec}, but {stabilized} was recommended within the last {} (stabilization); hold at {current}",
+                "{head} is below {:?}; recommends {rec}, but {stabilized} was recommended within the last {} (stabilization); hold at {current}",
                 policy.band.low,
                 fmt_dur(sd.stabilization)
             ),
@@ -559,7 +577,7 @@ fn scale_down(
                 ReasonCode::ScaleDownCooldown,
                 current,
                 format!(
-                    "{head} is below {}; last scaling {} ago, inside the {} scale-down cooldown; hold at {current}",
+                    "{head} is below {:?}; last scaling {} ago, inside the {} scale-down cooldown; hold at {current}",
                     policy.band.low,
                     dur(since),
                     fmt_dur(sd.cooldown)
@@ -574,7 +592,7 @@ fn scale_down(
             ReasonCode::ScaleDownLimited,
             floor,
             format!(
-                "{head} is below {}; stabilized recommendation over {} is {stabilized}, but scale_down.max_step {} allows −{allowance}; scale down to {floor}",
+                "{head} is below {:?}; stabilized recommendation over {} is {stabilized}, but scale_down.max_step {} allows −{allowance}; scale down to {floor}",
                 policy.band.low,
                 fmt_dur(sd.stabilization),
                 sd.max_step
@@ -585,7 +603,7 @@ fn scale_down(
             ReasonCode::BelowBand,
             stabilized,
             format!(
-                "{head} is below {}; highest recommendation over the last {} is {stabilized}; scale down to {stabilized}",
+                "{head} is below {:?}; highest recommendation over the last {} is {stabilized}; scale down to {stabilized}",
                 policy.band.low,
                 fmt_dur(sd.stabilization)
             ),

@@ -520,9 +520,12 @@ impl<'t, 'i> Reader<'t, 'i> {
         let v = self.get(key)?;
         let parsed = match v.get_ref() {
             DeValue::Float(f) => f64::from_str(&f.as_str().replace('_', "")).ok(),
-            DeValue::Integer(i) if i.radix() == 10 => {
-                i.as_str().replace('_', "").parse::<i64>().ok().map(|n| n as f64)
-            }
+            DeValue::Integer(i) if i.radix() == 10 => i
+                .as_str()
+                .replace('_', "")
+                .parse::<i64>()
+                .ok()
+                .map(|n| n as f64),
             _ => None,
         };
         match parsed {
@@ -594,7 +597,10 @@ impl<'t, 'i> Reader<'t, 'i> {
             other => {
                 cx.problem(
                     v.span(),
-                    format!("`{name}` must be a count or a percentage, found {}", kind(other)),
+                    format!(
+                        "`{name}` must be a count or a percentage, found {}",
+                        kind(other)
+                    ),
                     fix,
                 );
                 None
@@ -618,7 +624,11 @@ fn as_uint(cx: &mut FileCx<'_>, v: &Spanned<DeValue<'_>>, name: &str) -> Option<
             match parsed {
                 Ok(n) if (0..=i64::from(u32::MAX)).contains(&n) => Some(n as u32),
                 _ => {
-                    cx.problem(v.span(), format!("`{name}` = {digits} is out of range"), fix);
+                    cx.problem(
+                        v.span(),
+                        format!("`{name}` = {digits} is out of range"),
+                        fix,
+                    );
                     None
                 }
             }
@@ -738,19 +748,27 @@ fn parse_pool(cx: &mut FileCx<'_>) -> Option<(PoolPolicy, Range<usize>)> {
     let min = r.uint(cx, "min");
     let max = r.uint(cx, "max");
     if min.is_none() && !root.contains_key("min") {
-        cx.problem(0..0, "missing `min`", "add `min = N`, the fewest instances the pool may have in any region");
+        cx.problem(
+            0..0,
+            "missing `min`",
+            "add `min = N`, the fewest instances the pool may have in any region",
+        );
     }
     if max.is_none() && !root.contains_key("max") {
-        cx.problem(0..0, "missing `max`", "add `max = N`, the most instances the pool may have in any region");
+        cx.problem(
+            0..0,
+            "missing `max`",
+            "add `max = N`, the most instances the pool may have in any region",
+        );
     }
-    if let (Some((lo, _)), Some((hi, hspan))) = (&min, &max) {
-        if lo > hi {
-            cx.problem(
-                hspan.clone(),
-                format!("min ({lo}) is greater than max ({hi})"),
-                "raise max or lower min so that min ≤ max",
-            );
-        }
+    if let (Some((lo, _)), Some((hi, hspan))) = (&min, &max)
+        && lo > hi
+    {
+        cx.problem(
+            hspan.clone(),
+            format!("min ({lo}) is greater than max ({hi})"),
+            "raise max or lower min so that min ≤ max",
+        );
     }
 
     let band = parse_band(cx, &mut r);
@@ -801,20 +819,23 @@ fn parse_band(cx: &mut FileCx<'_>, root: &mut Reader<'_, '_>) -> Option<Band> {
     let before = cx.problems.len();
     let in_range = |v: f64| v > 0.0 && v <= MAX_BAND_RPS;
     for (name, v) in [("low", &low), ("high", &high), ("setpoint", &setpoint)] {
-        if let Some((x, s)) = v {
-            if !in_range(*x) {
-                cx.problem(
-                    s.clone(),
-                    format!("band.{name} = {x} is outside (0, {MAX_BAND_RPS}] RPS per instance"),
-                    "use a positive rate per instance, such as 1.0",
-                );
-            }
+        if let Some((x, s)) = v
+            && !in_range(*x)
+        {
+            cx.problem(
+                s.clone(),
+                format!("band.{name} = {x} is outside (0, {MAX_BAND_RPS}] RPS per instance"),
+                "use a positive rate per instance, such as 1.0",
+            );
         }
     }
     let low_v = low.as_ref().map_or(1.0, |v| v.0);
     let high_v = high.as_ref().map_or(1.5, |v| v.0);
     if low_v >= high_v {
-        let s = high.as_ref().or(low.as_ref()).map_or(span.clone(), |v| v.1.clone());
+        let s = high
+            .as_ref()
+            .or(low.as_ref())
+            .map_or(span.clone(), |v| v.1.clone());
         cx.problem(
             s,
             format!("band.low ({low_v}) must be below band.high ({high_v})"),
@@ -822,14 +843,15 @@ fn parse_band(cx: &mut FileCx<'_>, root: &mut Reader<'_, '_>) -> Option<Band> {
         );
     }
     let setpoint_v = setpoint.as_ref().map_or((low_v + high_v) / 2.0, |v| v.0);
-    if let Some((sp, s)) = &setpoint {
-        if low_v < high_v && !(low_v..=high_v).contains(sp) {
-            cx.problem(
-                s.clone(),
-                format!("band.setpoint ({sp}) is outside the band [{low_v}, {high_v}]"),
-                "put the setpoint between low and high, or remove it to use the middle",
-            );
-        }
+    if let Some((sp, s)) = &setpoint
+        && low_v < high_v
+        && !(low_v..=high_v).contains(sp)
+    {
+        cx.problem(
+            s.clone(),
+            format!("band.setpoint ({sp}) is outside the band [{low_v}, {high_v}]"),
+            "put the setpoint between low and high, or remove it to use the middle",
+        );
     }
     (cx.problems.len() == before).then_some(Band {
         low: low_v,
@@ -1031,10 +1053,10 @@ fn parse_regions(
                 format!("add `asg = \"<group name>\"` under [regions.{region}]"),
             );
         }
-        if let Some((a, s)) = &asg {
-            if a.trim().is_empty() {
-                cx.problem(s.clone(), "the ASG name is empty", "write the group's name");
-            }
+        if let Some((a, s)) = &asg
+            && a.trim().is_empty()
+        {
+            cx.problem(s.clone(), "the ASG name is empty", "write the group's name");
         }
         let min_v = r.uint(cx, "min");
         let max_v = r.uint(cx, "max");
@@ -1051,13 +1073,13 @@ fn parse_regions(
                 "raise the region's max or lower its min so that min ≤ max",
             );
         }
-        if cx.problems.len() == before {
-            if let Some((asg, _)) = asg {
-                out.insert(
-                    region.to_string(),
-                    (RegionPolicy { asg, min, max }, name.span()),
-                );
-            }
+        if cx.problems.len() == before
+            && let Some((asg, _)) = asg
+        {
+            out.insert(
+                region.to_string(),
+                (RegionPolicy { asg, min, max }, name.span()),
+            );
         }
     }
     out
@@ -1164,10 +1186,14 @@ fn parse_schedules(
                 None
             }
         });
-        if let Some((d, s)) = &duration {
-            if d.is_zero() {
-                cx.problem(s.clone(), "schedule duration is zero", "write how long the minimum holds, e.g. \"3h\"");
-            }
+        if let Some((d, s)) = &duration
+            && d.is_zero()
+        {
+            cx.problem(
+                s.clone(),
+                "schedule duration is zero",
+                "write how long the minimum holds, e.g. \"3h\"",
+            );
         }
         if let Some((n, _)) = &name {
             if names.contains(n) {
@@ -1286,11 +1312,27 @@ min = 1
             .iter()
             .map(|p| (p.line, p.what.as_str()))
             .collect();
-        assert!(lines.iter().any(|(l, w)| *l == 3 && w.contains("min (9) is greater than max (3)")), "{err}");
-        assert!(lines.iter().any(|(l, w)| *l == 4 && w.contains("unknown key `colour`")), "{err}");
-        assert!(lines.iter().any(|(l, w)| *l == 11 && w.contains("cron")), "{err}");
+        assert!(
+            lines
+                .iter()
+                .any(|(l, w)| *l == 3 && w.contains("min (9) is greater than max (3)")),
+            "{err}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|(l, w)| *l == 4 && w.contains("unknown key `colour`")),
+            "{err}"
+        );
+        assert!(
+            lines.iter().any(|(l, w)| *l == 11 && w.contains("cron")),
+            "{err}"
+        );
         let shown = err.to_string();
-        assert!(shown.contains("bad.toml:4:1: unknown key `colour`"), "{shown}");
+        assert!(
+            shown.contains("bad.toml:4:1: unknown key `colour`"),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -1298,7 +1340,10 @@ min = 1
         let text = "pool = \"p\"\nmin = 1\nmax = 2\n[scale_down]\nstabilisation = \"5m\"\n[regions.us-east-1]\nasg = \"a\"\n";
         let err = parse_sources(&[src("p.toml", text)]).expect_err("invalid");
         assert_eq!(err.problems.len(), 1, "{err}");
-        assert!(err.problems[0].fix.contains("did you mean `stabilization`"), "{err}");
+        assert!(
+            err.problems[0].fix.contains("did you mean `stabilization`"),
+            "{err}"
+        );
         assert_eq!((err.problems[0].line, err.problems[0].col), (5, 1));
     }
 
@@ -1321,9 +1366,22 @@ asg = "a"
 "#;
         let err = parse_sources(&[src("p.toml", text)]).expect_err("invalid");
         let whats: Vec<&str> = err.problems.iter().map(|p| p.what.as_str()).collect();
-        assert!(whats.iter().any(|w| w.contains("band.low (2) must be below band.high (1.5)")), "{err}");
-        assert!(whats.iter().any(|w| w.contains("scale_up.max_step` must be at least 1")), "{err}");
-        assert!(whats.iter().any(|w| w.contains("not a percentage")), "{err}");
+        assert!(
+            whats
+                .iter()
+                .any(|w| w.contains("band.low (2) must be below band.high (1.5)")),
+            "{err}"
+        );
+        assert!(
+            whats
+                .iter()
+                .any(|w| w.contains("scale_up.max_step` must be at least 1")),
+            "{err}"
+        );
+        assert!(
+            whats.iter().any(|w| w.contains("not a percentage")),
+            "{err}"
+        );
         assert!(whats.iter().any(|w| w.contains("not a duration")), "{err}");
     }
 
@@ -1334,7 +1392,10 @@ asg = "a"
         let s = err.to_string();
         assert!(s.contains("band.low = 0 is outside"), "{s}");
         assert!(s.contains("band.high = 150 is outside"), "{s}");
-        assert!(s.contains("region us-east-1 names no Auto Scaling Group"), "{s}");
+        assert!(
+            s.contains("region us-east-1 names no Auto Scaling Group"),
+            "{s}"
+        );
     }
 
     #[test]
@@ -1342,7 +1403,12 @@ asg = "a"
         let err = parse_sources(&[src("a.toml", GOOD), src("b.toml", GOOD)]).expect_err("dup");
         assert_eq!(err.problems.len(), 1);
         assert!(err.problems[0].file == "b.toml");
-        assert!(err.problems[0].what.contains("already defined at a.toml:2:8"), "{err}");
+        assert!(
+            err.problems[0]
+                .what
+                .contains("already defined at a.toml:2:8"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1357,9 +1423,18 @@ asg = "a"
         let set = parse_sources(&[src("a.toml", GOOD)]).expect("valid");
         let p = set.pool("model-a").expect("pool");
         // Monday 2026-11-23 13:30 UTC is inside "0 13 * * 1-5" + 3h.
-        let inside = Utc.with_ymd_and_hms(2026, 11, 23, 13, 30, 0).unwrap().timestamp_millis();
-        let after = Utc.with_ymd_and_hms(2026, 11, 23, 16, 0, 0).unwrap().timestamp_millis();
-        let sunday = Utc.with_ymd_and_hms(2026, 11, 22, 13, 30, 0).unwrap().timestamp_millis();
+        let inside = Utc
+            .with_ymd_and_hms(2026, 11, 23, 13, 30, 0)
+            .unwrap()
+            .timestamp_millis();
+        let after = Utc
+            .with_ymd_and_hms(2026, 11, 23, 16, 0, 0)
+            .unwrap()
+            .timestamp_millis();
+        let sunday = Utc
+            .with_ymd_and_hms(2026, 11, 22, 13, 30, 0)
+            .unwrap()
+            .timestamp_millis();
         let b = p.bounds("us-east-1", inside).unwrap();
         assert_eq!((b.min, b.schedule.as_deref()), (8, Some("peak")));
         assert_eq!(p.bounds("us-east-1", after).unwrap().min, 2);

@@ -233,7 +233,11 @@ mod tests {
         for k in [a, b, c] {
             assert_eq!(k.at_ms(), t);
             let n: f64 = k.to_number().parse().unwrap();
-            assert!(n > 1_764_000_000.0 && n < 1_764_000_001.0, "{}", k.to_number());
+            assert!(
+                n > 1_764_000_000.0 && n < 1_764_000_001.0,
+                "{}",
+                k.to_number()
+            );
             assert_eq!(DecisionKey::parse(&k.to_number()), Some(k));
         }
         assert_eq!(a.to_number(), "1764000000.1230010");

@@ -100,24 +100,43 @@ impl Trace {
         for &(line, row) in rows {
             let mut cols = row.split(',');
             let (Some(t), Some(r), None) = (cols.next(), cols.next(), cols.next()) else {
-                return Err(err(line, format!("expected two columns `timestamp_s,rps`, found `{row}`")));
+                return Err(err(
+                    line,
+                    format!("expected two columns `timestamp_s,rps`, found `{row}`"),
+                ));
             };
             let t: i64 = t.trim().parse().map_err(|_| {
-                err(line, format!("timestamp `{}` is not a whole number of seconds", t.trim()))
+                err(
+                    line,
+                    format!("timestamp `{}` is not a whole number of seconds", t.trim()),
+                )
             })?;
             let r: f64 = r
                 .trim()
                 .parse()
                 .map_err(|_| err(line, format!("rps `{}` is not a number", r.trim())))?;
             if !r.is_finite() || r < 0.0 {
-                return Err(err(line, format!("rps {r} is negative or not finite: a rate must be ≥ 0")));
+                return Err(err(
+                    line,
+                    format!("rps {r} is negative or not finite: a rate must be ≥ 0"),
+                ));
             }
             if let Some(&(pline, pt, _)) = points.last() {
                 if t == pt {
-                    return Err(err(line, format!("timestamp {t} repeats line {pline}: each timestamp must appear once")));
+                    return Err(err(
+                        line,
+                        format!(
+                            "timestamp {t} repeats line {pline}: each timestamp must appear once"
+                        ),
+                    ));
                 }
                 if t < pt {
-                    return Err(err(line, format!("timestamp {t} is before {pt} on line {pline}: sort the trace by time")));
+                    return Err(err(
+                        line,
+                        format!(
+                            "timestamp {t} is before {pt} on line {pline}: sort the trace by time"
+                        ),
+                    ));
                 }
             }
             points.push((line, t, r));
@@ -141,7 +160,8 @@ impl Trace {
                 ));
             }
         }
-        let step_s = u32::try_from(step).map_err(|_| err(points[1].0, format!("step {step} s is too large")))?;
+        let step_s = u32::try_from(step)
+            .map_err(|_| err(points[1].0, format!("step {step} s is too large")))?;
         Ok(Trace {
             name: name.to_string(),
             step_s,
@@ -164,18 +184,29 @@ impl Trace {
                 .unwrap_or("")
                 .trim()
                 .parse()
-                .map_err(|_| err(line, format!("arrival time `{row}` is not a number of seconds")))?;
+                .map_err(|_| {
+                    err(
+                        line,
+                        format!("arrival time `{row}` is not a number of seconds"),
+                    )
+                })?;
             if !t.is_finite() {
                 return Err(err(line, format!("arrival time {t} is not finite")));
             }
             if t < prev {
-                return Err(err(line, format!("arrival {t} is before the previous one ({prev}): sort the arrivals")));
+                return Err(err(
+                    line,
+                    format!("arrival {t} is before the previous one ({prev}): sort the arrivals"),
+                ));
             }
             prev = t;
             let t0 = *first.get_or_insert(t.floor());
             let bin = (t - t0).floor() as usize;
             if bin > 100_000_000 {
-                return Err(err(line, "arrival is more than 3 years after the first".into()));
+                return Err(err(
+                    line,
+                    "arrival is more than 3 years after the first".into(),
+                ));
             }
             if counts.len() <= bin {
                 counts.resize(bin + 1, 0.0);
@@ -183,7 +214,10 @@ impl Trace {
             counts[bin] += 1.0;
         }
         if counts.len() < 2 {
-            return Err(err(1, "an arrival trace needs arrivals spanning at least two seconds".into()));
+            return Err(err(
+                1,
+                "an arrival trace needs arrivals spanning at least two seconds".into(),
+            ));
         }
         Ok(Trace {
             name: name.to_string(),

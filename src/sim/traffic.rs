@@ -39,7 +39,11 @@ impl Rate {
             Scale::Mean(_) => 0.0,
         };
         let n = raw.len();
-        let off = if n == 0 { 0 } else { (offset_s % n as u64) as usize };
+        let off = if n == 0 {
+            0
+        } else {
+            (offset_s % n as u64) as usize
+        };
         let per_second = (0..n).map(|i| raw[(i + off) % n] * k).collect();
         Rate { per_second }
     }
@@ -135,7 +139,10 @@ mod tests {
         };
         let r = Rate::from_trace(&t, Scale::Mean(20.0), 0);
         assert_eq!(r.len(), 120);
-        assert_eq!((r.at(0), r.at(59), r.at(60), r.at(119)), (10.0, 10.0, 30.0, 30.0));
+        assert_eq!(
+            (r.at(0), r.at(59), r.at(60), r.at(119)),
+            (10.0, 10.0, 30.0, 30.0)
+        );
         let rotated = Rate::from_trace(&t, Scale::Factor(1.0), 60);
         assert_eq!((rotated.at(0), rotated.at(60)), (3.0, 1.0));
     }
@@ -146,7 +153,9 @@ mod tests {
         let t = Trace {
             name: "t".into(),
             step_s: 1,
-            rates: (0..600).map(|i| if i % 2 == 0 { 0.0 } else { 2.0 }).collect(),
+            rates: (0..600)
+                .map(|i| if i % 2 == 0 { 0.0 } else { 2.0 })
+                .collect(),
         };
         let r = Rate::from_trace(&t, Scale::Factor(75.0), 0);
         for i in 30..570 {
@@ -164,7 +173,14 @@ mod tests {
         assert_ne!(a, r.arrivals(8));
         let mean = a.iter().map(|&x| f64::from(x)).sum::<f64>() / a.len() as f64;
         assert!((mean - 50.0).abs() < 0.5, "{mean}");
-        let var = a.iter().map(|&x| (f64::from(x) - mean).powi(2)).sum::<f64>() / a.len() as f64;
-        assert!((var - 50.0).abs() < 5.0, "Poisson variance ≈ mean, got {var}");
+        let var = a
+            .iter()
+            .map(|&x| (f64::from(x) - mean).powi(2))
+            .sum::<f64>()
+            / a.len() as f64;
+        assert!(
+            (var - 50.0).abs() < 5.0,
+            "Poisson variance ≈ mean, got {var}"
+        );
     }
 }
