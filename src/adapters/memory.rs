@@ -64,6 +64,8 @@ pub struct Calls {
 struct State {
     region: Arc<str>,
     instances: HashMap<Arc<str>, Member>,
+    /// Instance ids by (pool, region): the model-pool-index.
+    by_pool: HashMap<(String, String), std::collections::BTreeSet<Arc<str>>>,
     metrics: HashMap<String, BTreeMap<i64, f64>>,
     decisions: BTreeMap<(String, DecisionKey), DecisionRecord>,
     asgs: BTreeMap<String, MemoryAsg>,
@@ -88,6 +90,7 @@ impl MemoryRegion {
             state: Arc::new(Mutex::new(State {
                 region: Arc::from(region),
                 instances: HashMap::new(),
+                by_pool: HashMap::new(),
                 metrics: HashMap::new(),
                 decisions: BTreeMap::new(),
                 asgs: BTreeMap::new(),
@@ -146,7 +149,7 @@ impl MemoryRegion {
         for _ in 0..n {
             let id = s.new_id();
             let region = s.region.clone();
-            s.instances.insert(
+            s.insert_instance(
                 id.clone(),
                 Member {
                     rec: InstanceRecord {
@@ -220,7 +223,7 @@ impl MemoryRegion {
             a.members.push(id.clone());
             a.desired = a.members.len() as u32;
         }
-        s.instances.insert(
+        s.insert_instance(
             id,
             Member {
                 ready_at_ms: rec.launch_time_ms,
@@ -295,6 +298,25 @@ impl MemoryRegion {
 }
 
 impl State {
+    fn insert_instance(&mut self, id: Arc<str>, m: Member) {
+        let key = (m.rec.model_pool.clone(), m.rec.region.clone());
+        if let Some(old) = self.instances.insert(id.clone(), m) {
+            let old_key = (old.rec.model_pool, old.rec.region);
+            if let Some(set) = self.by_pool.get_mut(&old_key) {
+                set.remove(&id);
+            }
+        }
+        self.by_pool.entry(key).or_default().insert(id);
+    }
+
+    fn remove_instance(&mut self, id: &Arc<str>) {
+        if let Some(old) = self.instances.remove(id)
+            && let Some(set) = self.by_pool.get_mut(&(old.rec.model_pool, old.rec.region))
+        {
+            set.remove(id);
+        }
+    }
+
     fn new_id(&mut self) -> Arc<str> {
         let id = format!("i-{:017x}", self.next_id);
         self.next_id += 1;
@@ -342,7 +364,7 @@ impl State {
                     self.rng.random_range(0..=jitter.as_millis() as i64)
                 };
                 let ready = now_ms + launch.as_millis() as i64 + j;
-                self.instances.insert(
+                self.insert_instance(
                     id.clone(),
                     Member {
                         rec: InstanceRecord {
@@ -393,7 +415,7 @@ impl State {
                 excess -= 1;
             }
             for v in &victims {
-                self.instances.remove(v);
+                self.remove_instance(v);
             }
             if let Some(g) = self.asgs.get_mut(name) {
                 g.members.retain(|m| !victims.contains(m));
@@ -433,11 +455,15 @@ impl Inventory for MemoryRegion {
             return Err(e.clone());
         }
         let instances = s
-            .instances
-            .values()
-            .filter(|m| &*m.rec.model_pool == pool && &*m.rec.region == region)
-            .map(|m| m.rec.clone())
-            .collect();
+            .by_pool
+            .get(&(pool.to_string(), region.to_string()))
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|id| s.instances.get(id))
+                    .map(|m| m.rec.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
         Ok(PoolInventory {
             instances,
             skipped: 0,

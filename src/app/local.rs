@@ -24,7 +24,7 @@ pub const EMBEDDED_TRACE: &str =
 /// Mean RPS of the first, second and third pool in the embedded replay (then repeating), and
 /// how far into the trace each starts, so the pools do not move in lockstep.
 const POOL_MEANS: [f64; 3] = [75.0, 45.0, 20.0];
-const POOL_OFFSET_S: u64 = 1_200;
+const POOL_OFFSETS_S: [u64; 3] = [1_500, 2_700, 300];
 
 #[derive(Debug, Clone)]
 pub struct LocalOptions {
@@ -90,10 +90,19 @@ pub async fn run_local<W: Write + Send>(
     if pools.is_empty() {
         return Err(LocalError::NoPools(opts.region.clone()));
     }
-    for (i, (p, r)) in pools.iter().enumerate() {
-        let mean = POOL_MEANS[i % POOL_MEANS.len()];
-        let rate = Rate::from_trace(&trace, Scale::Mean(mean), i as u64 * POOL_OFFSET_S);
-        let arrivals = rate.arrivals(opts.seed.wrapping_add(i as u64));
+    // Draw every pool's arrivals before the clock starts (the costly part of setting up).
+    let rates: Vec<(f64, Rate, Vec<u32>)> = (0..pools.len())
+        .map(|i| {
+            let mean = POOL_MEANS[i % POOL_MEANS.len()];
+            let offset = POOL_OFFSETS_S[i % POOL_OFFSETS_S.len()];
+            let rate = Rate::from_trace(&trace, Scale::Mean(mean), offset);
+            let arrivals = rate.arrivals(opts.seed.wrapping_add(i as u64));
+            (mean, rate, arrivals)
+        })
+        .collect();
+    let clock = TokioClock::new(opts.speed);
+    let start = clock.now_ms();
+    for (i, ((p, r), (mean, rate, arrivals))) in pools.iter().zip(rates).enumerate() {
         region.create_asg(
             &r.asg,
             &p.pool,
@@ -116,7 +125,7 @@ pub async fn run_local<W: Write + Send>(
             p.pool,
             r.asg,
             trace.name,
-            (i as u64 * POOL_OFFSET_S) % trace.duration_s().max(1),
+            (POOL_OFFSETS_S[i % POOL_OFFSETS_S.len()]) % trace.duration_s().max(1),
         )?;
         replays.push((p.pool.clone(), arrivals));
     }

@@ -177,3 +177,181 @@ pub fn asg_desired(target_serving: u32, held: u32, asg_min: u32, asg_max: u32) -
         .saturating_add(held)
         .clamp(asg_min, asg_max.max(asg_min))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const NOW: i64 = 10_000_000;
+
+    fn rules() -> Instances {
+        Instances {
+            heartbeat_timeout: Duration::from_secs(90),
+            launch_time: Duration::from_secs(360),
+            launch_timeout: Duration::from_secs(900),
+        }
+    }
+
+    /// Fixture builder: `inst("i-1").state(..).heartbeat_age(..)`.
+    fn inst(id: &str) -> InstanceRecord {
+        InstanceRecord {
+            instance_id: id.into(),
+            region: "us-east-1".into(),
+            model_pool: "model-a".into(),
+            state: InstanceState::Available,
+            queue_depth: 0,
+            last_heartbeat_ms: NOW - 5_000,
+            launch_time_ms: NOW - 3_600_000,
+            health: Some(Health::Healthy),
+            validation: Some(Validation::Passed),
+        }
+    }
+
+    trait Build {
+        fn state(self, s: InstanceState) -> Self;
+        fn heartbeat_age(self, ms: i64) -> Self;
+        fn launched_ago(self, ms: i64) -> Self;
+        fn health(self, h: Option<Health>) -> Self;
+        fn validation(self, v: Option<Validation>) -> Self;
+    }
+
+    impl Build for InstanceRecord {
+        fn state(mut self, s: InstanceState) -> Self {
+            self.state = s;
+            self
+        }
+        fn heartbeat_age(mut self, ms: i64) -> Self {
+            self.last_heartbeat_ms = NOW - ms;
+            self
+        }
+        fn launched_ago(mut self, ms: i64) -> Self {
+            self.launch_time_ms = NOW - ms;
+            self
+        }
+        fn health(mut self, h: Option<Health>) -> Self {
+            self.health = h;
+            self
+        }
+        fn validation(mut self, v: Option<Validation>) -> Self {
+            self.validation = v;
+            self
+        }
+    }
+
+    #[test]
+    fn classification_table() {
+        use Counted::*;
+        let cases = [
+            ("available, fresh, healthy, clean", inst("a"), Serving),
+            (
+                "available, no routing or cleanup record yet",
+                inst("a").health(None).validation(None),
+                Serving,
+            ),
+            (
+                "available, degraded still serves",
+                inst("a").health(Some(Health::Degraded)),
+                Serving,
+            ),
+            (
+                "available, pending validation serves",
+                inst("a").validation(Some(Validation::Pending)),
+                Serving,
+            ),
+            (
+                "heartbeat exactly at the timeout",
+                inst("a").heartbeat_age(90_000),
+                Serving,
+            ),
+            (
+                "stale heartbeat is held",
+                inst("a").heartbeat_age(90_001),
+                Held,
+            ),
+            (
+                "unhealthy is held",
+                inst("a").health(Some(Health::Unhealthy)),
+                Held,
+            ),
+            (
+                "failed cleanup is held",
+                inst("a").validation(Some(Validation::Failed)),
+                Held,
+            ),
+            (
+                "launching within the timeout",
+                inst("a")
+                    .state(InstanceState::Launching)
+                    .launched_ago(60_000),
+                Launching,
+            ),
+            (
+                "launching past the timeout is held",
+                inst("a")
+                    .state(InstanceState::Launching)
+                    .launched_ago(900_000),
+                Held,
+            ),
+            (
+                "draining is held",
+                inst("a").state(InstanceState::Draining),
+                Held,
+            ),
+            (
+                "quarantined is held",
+                inst("a").state(InstanceState::Quarantined),
+                Held,
+            ),
+            (
+                "terminated is gone",
+                inst("a").state(InstanceState::Terminated),
+                Gone,
+            ),
+        ];
+        for (name, i, want) in cases {
+            assert_eq!(classify(&i, &rules(), NOW), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn counts_add_up_and_carry_skipped_items() {
+        let all = vec![
+            inst("a"),
+            inst("b"),
+            inst("c")
+                .state(InstanceState::Launching)
+                .launched_ago(10_000),
+            inst("d").state(InstanceState::Draining),
+            inst("e").state(InstanceState::Terminated),
+            inst("f").validation(Some(Validation::Failed)),
+        ];
+        let c = count(&all, &rules(), NOW, 2);
+        assert_eq!((c.serving, c.launching, c.held, c.skipped), (2, 1, 2, 2));
+        assert_eq!(c.counted(), 3);
+    }
+
+    #[test]
+    fn asg_desired_is_target_plus_held_within_the_groups_bounds() {
+        assert_eq!(asg_desired(10, 2, 0, 100), 12);
+        assert_eq!(asg_desired(10, 2, 0, 11), 11);
+        assert_eq!(asg_desired(0, 0, 3, 100), 3);
+        assert_eq!(asg_desired(u32::MAX, 5, 0, u32::MAX), u32::MAX);
+    }
+
+    #[test]
+    fn states_round_trip() {
+        for s in [
+            InstanceState::Launching,
+            InstanceState::Available,
+            InstanceState::Draining,
+            InstanceState::Terminated,
+            InstanceState::Quarantined,
+        ] {
+            assert_eq!(InstanceState::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(InstanceState::parse("running"), None);
+        assert_eq!(Health::parse("unhealthy"), Some(Health::Unhealthy));
+        assert_eq!(Validation::parse("failed"), Some(Validation::Failed));
+    }
+}

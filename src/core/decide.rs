@@ -377,7 +377,15 @@ pub fn decide(
             d.utilisation = Some(u);
             let rec = instances_for(rps, band.setpoint);
             d.recommendation = rec;
-            let head = format!("{u:.2} rps/instance ({rps:.1} rps over {counts})");
+            // Two decimals, or three when two would print a band edge ("1.50 is above 1.5").
+            let near_edge = [band.low, band.high]
+                .iter()
+                .any(|e| ((u * 100.0).round() - e * 100.0).abs() < 1e-6 && (u - e).abs() > 1e-9);
+            let head = if near_edge {
+                format!("{u:.3} rps/instance ({rps:.1} rps over {counts})")
+            } else {
+                format!("{u:.2} rps/instance ({rps:.1} rps over {counts})")
+            };
             if current == 0 && rps > 0.0 {
                 (
                     ReasonCode::NoCapacity,
@@ -436,7 +444,7 @@ pub fn decide(
 
     // Translate to the ASG: desired serving + held non-serving, inside the ASG's own bounds.
     let wanted = desired_c.saturating_add(cap.held);
-    let asg_target = wanted.clamp(obs.asg.min, obs.asg.max.max(obs.asg.min));
+    let asg_target = super::capacity::asg_desired(desired_c, cap.held, obs.asg.min, obs.asg.max);
     if asg_target != wanted {
         d.reason_code = ReasonCode::AsgBounds;
         reason = format!(

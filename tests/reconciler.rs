@@ -1,0 +1,383 @@
+//! The reconciler against the in-memory region: observe → decide → act → record, failures
+//! isolated per pool, dry-run, leadership gating, fencing, and the service loop on paused time.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mrgc_autoscaler::adapters::memory::MemoryRegion;
+use mrgc_autoscaler::app::clock::TokioClock;
+use mrgc_autoscaler::app::election::{ElectionConfig, lease_key};
+use mrgc_autoscaler::app::metrics::Metrics;
+use mrgc_autoscaler::app::service::{ServiceDeps, ServiceOptions, run_service};
+use mrgc_autoscaler::app::{Backends, Leadership, PoolError, Reconciler, Settings};
+use mrgc_autoscaler::core::policy::{PolicySource, parse_sources};
+use mrgc_autoscaler::core::{Action, Outcome, PolicySet, ReasonCode};
+use mrgc_autoscaler::ports::{DecisionLog, Fence, LeaseStore, PortError};
+
+const T0: i64 = 1_764_000_000_000;
+const REGION: &str = "us-east-1";
+
+fn policies() -> PolicySet {
+    let mk = |pool: &str| PolicySource {
+        path: PathBuf::from(format!("{pool}.toml")),
+        text: format!(
+            "pool = \"{pool}\"\nmin = 2\nmax = 50\n[scale_down]\nmax_step = \"50%\"\nstabilization = \"5m\"\n[instances]\nlaunch_time = \"6m\"\n[regions.us-east-1]\nasg = \"asg-{pool}\"\n"
+        ),
+    };
+    parse_sources(&[mk("model-a"), mk("model-b")]).expect("valid test policies")
+}
+
+fn region() -> MemoryRegion {
+    let r = MemoryRegion::new(REGION, 7);
+    for pool in ["model-a", "model-b"] {
+        r.create_asg(
+            &format!("asg-{pool}"),
+            pool,
+            0,
+            100,
+            Duration::from_secs(360),
+            Duration::ZERO,
+        );
+        r.warm_start(&format!("asg-{pool}"), 8, T0);
+    }
+    r
+}
+
+fn reconciler(r: &MemoryRegion, dry_run: bool) -> Reconciler {
+    Reconciler::new(
+        Backends {
+            metrics: Arc::new(r.clone()),
+            inventory: Arc::new(r.clone()),
+            actuator: Arc::new(r.clone()),
+            log: Arc::new(r.clone()),
+            gauges: None,
+        },
+        Settings {
+            region: REGION.into(),
+            controller_id: "test-1".into(),
+            dry_run,
+            record_heartbeat: Duration::from_secs(600),
+        },
+        Metrics::new(),
+    )
+}
+
+/// Write `rps` for both pools at every minute end in [from, to].
+fn traffic(r: &MemoryRegion, from: i64, to: i64, rps_a: f64, rps_b: f64) {
+    let mut t = from - from.rem_euclid(60_000);
+    while t <= to {
+        r.put_rps("model-a", REGION, t, rps_a);
+        r.put_rps("model-b", REGION, t, rps_b);
+        t += 60_000;
+    }
+}
+
+#[tokio::test]
+async fn the_loop_scales_up_waits_for_launches_then_scales_down() {
+    let r = region();
+    let p = policies();
+    let mut rec = reconciler(&r, false);
+    let lead = Leadership::sole();
+
+    // Demand doubles for model-a: 20 rps on 8 instances is 2.5 per instance.
+    traffic(&r, T0 - 300_000, T0, 20.0, 10.0);
+    r.advance(T0);
+    let c = rec.reconcile_all(&p, T0, &lead).await;
+    let a = c
+        .pools
+        .iter()
+        .find(|x| x.pool == "model-a")
+        .expect("model-a");
+    assert_eq!(
+        (a.decision.action, a.decision.desired),
+        (Action::ScaleUp, 16)
+    );
+    assert_eq!(a.outcome, Outcome::Applied);
+    assert_eq!(r.asg("asg-model-a").unwrap().desired, 16);
+    let b = c
+        .pools
+        .iter()
+        .find(|x| x.pool == "model-b")
+        .expect("model-b");
+    assert_eq!(b.decision.reason_code, ReasonCode::WithinBand);
+
+    // While the 8 new instances launch, nothing more is launched.
+    for i in 1..=14 {
+        let t = T0 + i * 30_000;
+        traffic(&r, t - 60_000, t, 20.0, 10.0);
+        r.advance(t);
+        let c = rec.reconcile_all(&p, t, &lead).await;
+        let a = c.pools.iter().find(|x| x.pool == "model-a").unwrap();
+        assert_ne!(
+            a.decision.action,
+            Action::ScaleUp,
+            "at +{}s: {}",
+            i * 30,
+            a.decision.reason
+        );
+    }
+    assert_eq!(
+        r.fleet("asg-model-a").0,
+        16,
+        "all serving after the launch time"
+    );
+
+    // Demand falls back: the scale-down waits for the 5 m stabilization, then steps.
+    let mut downs = Vec::new();
+    for i in 15..=42 {
+        let t = T0 + i * 30_000;
+        traffic(&r, t - 60_000, t, 5.0, 10.0);
+        r.advance(t);
+        let c = rec.reconcile_all(&p, t, &lead).await;
+        let a = c.pools.iter().find(|x| x.pool == "model-a").unwrap();
+        if a.decision.action == Action::ScaleDown {
+            downs.push((i, a.decision.desired));
+        }
+    }
+    let first = downs.first().expect("a scale-down happened");
+    // The last in-band recommendation (16) was at cycle 14; it holds for 5 minutes = 10 cycles.
+    assert!(
+        first.0 >= 14 + 10,
+        "scale-down before the 5 m stabilization: {downs:?}"
+    );
+    assert_eq!(downs.last().unwrap().1, 4, "{downs:?}");
+
+    // Every decision that changed something was recorded, with its reason.
+    let log = r
+        .history("model-a", Some(REGION), T0 - 1, 1000)
+        .await
+        .unwrap();
+    assert!(
+        log.iter()
+            .any(|d| d.scaling_action == Action::ScaleUp && d.reason.contains("scale up to ceil"))
+    );
+    assert!(
+        log.iter()
+            .all(|d| d.controller_id == "test-1" && !d.dry_run && d.policy_hash == p.hash)
+    );
+    assert_eq!(
+        log.iter()
+            .filter(|d| d.scaling_action == Action::ScaleDown)
+            .count(),
+        downs.len()
+    );
+}
+
+#[tokio::test]
+async fn one_pools_failure_never_stops_the_others_and_it_backs_off() {
+    let r = region();
+    let p = policies();
+    let mut rec = reconciler(&r, false);
+    traffic(&r, T0 - 300_000, T0, 20.0, 20.0);
+    r.fail_inventory("model-b", Some(PortError::Transient("throttled".into())));
+    let c = rec.reconcile_all(&p, T0, &Leadership::sole()).await;
+    assert_eq!(c.pools.len(), 1);
+    assert_eq!(c.pools[0].pool, "model-a");
+    assert!(
+        matches!(&c.errors[..], [(pool, PoolError::Inventory(PortError::Transient(_)))] if pool == "model-b")
+    );
+    // Backing off: the next cycle a moment later skips model-b, a later one retries it.
+    let c = rec.reconcile_all(&p, T0 + 500, &Leadership::sole()).await;
+    assert_eq!(c.backing_off, vec!["model-b".to_string()]);
+    r.fail_inventory("model-b", None);
+    let c = rec
+        .reconcile_all(&p, T0 + 30_000, &Leadership::sole())
+        .await;
+    assert_eq!(c.pools.len(), 2);
+    let errors = rec.metrics().render();
+    assert!(errors.contains("mrgc_autoscaler_reconcile_errors_total{kind=\"inventory\",pool=\"model-b\",region=\"us-east-1\"} 1"), "{errors}");
+}
+
+#[tokio::test]
+async fn a_failed_action_is_recorded_and_retried_next_cycle() {
+    let r = region();
+    let p = policies();
+    let mut rec = reconciler(&r, false);
+    traffic(&r, T0 - 300_000, T0 + 60_000, 20.0, 10.0);
+    r.fail_set_desired(vec![PortError::Transient(
+        "Throttling: Rate exceeded".into(),
+    )]);
+    let c = rec.reconcile_all(&p, T0, &Leadership::sole()).await;
+    let a = c.pools.iter().find(|x| x.pool == "model-a").unwrap();
+    assert_eq!(
+        a.outcome,
+        Outcome::Failed("transient: Throttling: Rate exceeded".into())
+    );
+    assert!(a.recorded);
+    let c = rec
+        .reconcile_all(&p, T0 + 30_000, &Leadership::sole())
+        .await;
+    let a = c.pools.iter().find(|x| x.pool == "model-a").unwrap();
+    assert_eq!(
+        (a.decision.action, a.outcome.clone()),
+        (Action::ScaleUp, Outcome::Applied)
+    );
+    assert_eq!(r.asg("asg-model-a").unwrap().desired, 16);
+}
+
+#[tokio::test]
+async fn dry_run_decides_and_records_but_never_acts() {
+    let r = region();
+    let p = policies();
+    let mut rec = reconciler(&r, true);
+    for i in 0..10 {
+        let t = T0 + i * 30_000;
+        traffic(&r, t - 300_000, t, if i < 5 { 40.0 } else { 1.0 }, 10.0);
+        r.advance(t);
+        rec.reconcile_all(&p, t, &Leadership::sole()).await;
+    }
+    assert_eq!(r.calls().set_desired, 0);
+    assert_eq!(r.asg("asg-model-a").unwrap().desired, 8);
+    let log = r.history("model-a", None, 0, 100).await.unwrap();
+    assert!(log.iter().any(|d| d.scaling_action == Action::ScaleUp));
+    assert!(log.iter().all(|d| d.dry_run));
+    assert!(
+        log.iter()
+            .filter(|d| d.scaling_action != Action::None)
+            .all(|d| d.result == Outcome::Skipped("dry-run".into()))
+    );
+}
+
+#[tokio::test]
+async fn a_follower_observes_but_neither_acts_nor_records() {
+    let r = region();
+    let p = policies();
+    let mut rec = reconciler(&r, false);
+    traffic(&r, T0 - 300_000, T0, 40.0, 40.0);
+    let c = rec.reconcile_all(&p, T0, &Leadership::follower()).await;
+    assert!(c.pools.iter().all(|x| x.decision.action == Action::ScaleUp
+        && x.outcome == Outcome::Skipped("not leader".into())
+        && !x.recorded));
+    assert_eq!(r.calls().set_desired, 0);
+    assert_eq!(r.calls().appends, 0);
+    assert!(
+        rec.metrics()
+            .render()
+            .contains("mrgc_autoscaler_pool_rps{pool=\"model-a\",region=\"us-east-1\"} 40")
+    );
+}
+
+#[tokio::test]
+async fn a_deposed_leader_cannot_append() {
+    let r = region();
+    let p = policies();
+    let key = lease_key(REGION);
+    let old = r
+        .acquire(&key, "old", None, Duration::from_secs(15))
+        .await
+        .unwrap();
+    r.acquire(&key, "new", Some(old.version), Duration::from_secs(15))
+        .await
+        .unwrap();
+    let mut rec = reconciler(&r, false);
+    traffic(&r, T0 - 300_000, T0, 10.0, 10.0);
+    let stale = Leadership {
+        fence: Some(Fence {
+            lease_key: key,
+            holder: "old".into(),
+            epoch: old.epoch,
+        }),
+        epoch: old.epoch,
+        can_act: true,
+        is_leader: true,
+    };
+    let c = rec.reconcile_all(&p, T0, &stale).await;
+    assert!(c.lost_leadership);
+    assert!(
+        c.errors
+            .iter()
+            .all(|(_, e)| matches!(e, PoolError::Record(PortError::Conflict(_))))
+    );
+    assert!(r.decisions().is_empty());
+}
+
+#[tokio::test]
+async fn unchanged_holds_are_recorded_on_change_and_at_the_heartbeat_only() {
+    let r = region();
+    let p = policies();
+    let mut rec = reconciler(&r, false);
+    // 30 minutes of steady in-band traffic: 60 cycles.
+    for i in 0..60 {
+        let t = T0 + i * 30_000;
+        traffic(&r, t - 300_000, t, 10.0, 10.0);
+        r.advance(t);
+        rec.reconcile_all(&p, t, &Leadership::sole()).await;
+    }
+    let log = r.history("model-a", None, 0, 1000).await.unwrap();
+    // First cycle, then every 10 minutes: at 0, 10, 20 minutes.
+    assert_eq!(
+        log.len(),
+        3,
+        "{:#?}",
+        log.iter().map(|d| d.at_ms()).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_service_loop_leads_reconciles_and_releases_on_shutdown() {
+    let r = region();
+    traffic(&r, T0 - 300_000, T0 + 3_600_000, 20.0, 10.0);
+    let clock = Arc::new(TokioClock::starting_at(T0, 1.0));
+    let metrics = Metrics::new();
+    let deps = ServiceDeps {
+        backends: Backends {
+            metrics: Arc::new(r.clone()),
+            inventory: Arc::new(r.clone()),
+            actuator: Arc::new(r.clone()),
+            log: Arc::new(r.clone()),
+            gauges: None,
+        },
+        leases: Arc::new(r.clone()),
+        clock,
+    };
+    let opts = ServiceOptions {
+        settings: Settings {
+            region: REGION.into(),
+            controller_id: "svc-1".into(),
+            dry_run: false,
+            record_heartbeat: Duration::from_secs(600),
+        },
+        interval: Duration::from_secs(30),
+        election: ElectionConfig::new(REGION, "svc-1"),
+    };
+    // The world: instances heartbeat and launch on the same clock.
+    let world = {
+        let (r, clock) = (r.clone(), TokioClock::starting_at(T0, 1.0));
+        tokio::spawn(async move {
+            loop {
+                r.advance(mrgc_autoscaler::ports::Clock::now_ms(&clock));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
+    let mut cycles = 0;
+    run_service(
+        policies(),
+        opts,
+        deps,
+        metrics.clone(),
+        tokio::time::sleep(Duration::from_secs(300)),
+        |_| cycles += 1,
+    )
+    .await;
+    world.abort();
+    assert!((10..=11).contains(&cycles), "{cycles} cycles in 5 minutes");
+    assert_eq!(r.asg("asg-model-a").unwrap().desired, 16);
+    let lease = r
+        .read(&lease_key(REGION))
+        .await
+        .unwrap()
+        .expect("lease row");
+    assert_eq!(
+        (lease.holder.as_str(), lease.epoch),
+        ("", 1),
+        "released on shutdown"
+    );
+    assert!(
+        r.decisions()
+            .iter()
+            .all(|d| d.leader_epoch == 1 && d.controller_id == "svc-1")
+    );
+    assert_eq!(metrics.leader.get(), 0);
+}
