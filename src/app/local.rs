@@ -77,8 +77,6 @@ pub async fn run_local<W: Write + Send>(
         )?,
     };
     let region = MemoryRegion::new(&opts.region, opts.seed);
-    let clock = TokioClock::new(opts.speed);
-    let start = clock.now_ms();
 
     // One ASG per pool, warm-started at what the policy wants for the first minute.
     let mut replays = Vec::new();
