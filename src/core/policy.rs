@@ -364,6 +364,107 @@ pub fn hash_sources(sources: &[PolicySource]) -> String {
     hex::encode(&h.finalize()[..6])
 }
 
+/// Keys a sweep (or a what-if) may override, with the kind of value each takes.
+pub const OVERRIDABLE: &[&str] = &[
+    "min",
+    "max",
+    "band.low",
+    "band.high",
+    "band.setpoint",
+    "scale_up.max_step",
+    "scale_up.cooldown",
+    "scale_down.max_step",
+    "scale_down.stabilization",
+    "scale_down.cooldown",
+    "metrics.window",
+    "metrics.stale_after",
+    "instances.launch_time",
+    "instances.launch_timeout",
+];
+
+/// A copy of `policy` with one field changed, e.g. (`band.high`, `1.4`) or
+/// (`scale_down.stabilization`, `5m`). `min`/`max` apply to every region.
+pub fn apply_override(policy: &PoolPolicy, key: &str, value: &str) -> Result<PoolPolicy, String> {
+    let mut p = policy.clone();
+    let num = || {
+        value
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && *v > 0.0 && *v <= MAX_BAND_RPS)
+            .ok_or_else(|| format!("{key}={value}: expected a rate in (0, {MAX_BAND_RPS}]"))
+    };
+    let count = || {
+        value
+            .parse::<u32>()
+            .map_err(|_| format!("{key}={value}: expected a whole number"))
+    };
+    let dur = || {
+        humantime::parse_duration(value)
+            .map_err(|e| format!("{key}={value}: not a duration ({e}); write e.g. 5m"))
+    };
+    let step = || -> Result<Step, String> {
+        if let Some(pct) = value.strip_suffix('%') {
+            pct.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|v| *v > 0.0 && *v <= 1000.0)
+                .map(Step::Percent)
+                .ok_or_else(|| format!("{key}={value}: expected a percentage in (0, 1000]"))
+        } else {
+            match value.parse::<u32>() {
+                Ok(n) if n > 0 => Ok(Step::Count(n)),
+                _ => Err(format!(
+                    "{key}={value}: expected a count ≥ 1 or a percentage"
+                )),
+            }
+        }
+    };
+    match key {
+        "min" => {
+            let v = count()?;
+            p.regions.values_mut().for_each(|r| r.min = v);
+        }
+        "max" => {
+            let v = count()?;
+            p.regions.values_mut().for_each(|r| r.max = v);
+        }
+        "band.low" => p.band.low = num()?,
+        "band.high" => p.band.high = num()?,
+        "band.setpoint" => p.band.setpoint = num()?,
+        "scale_up.max_step" => p.scale_up.max_step = step()?,
+        "scale_up.cooldown" => p.scale_up.cooldown = dur()?,
+        "scale_down.max_step" => p.scale_down.max_step = step()?,
+        "scale_down.stabilization" => p.scale_down.stabilization = dur()?,
+        "scale_down.cooldown" => p.scale_down.cooldown = dur()?,
+        "metrics.window" => p.metrics.window = dur()?,
+        "metrics.stale_after" => p.metrics.stale_after = dur()?,
+        "instances.launch_time" => p.instances.launch_time = dur()?,
+        "instances.launch_timeout" => p.instances.launch_timeout = dur()?,
+        _ => {
+            return Err(format!(
+                "unknown key `{key}`; sweepable keys: {}",
+                OVERRIDABLE.join(", ")
+            ));
+        }
+    }
+    // Keep the setpoint in the band's middle unless it was set explicitly.
+    if matches!(key, "band.low" | "band.high")
+        && (policy.band.setpoint - (policy.band.low + policy.band.high) / 2.0).abs() < 1e-12
+    {
+        p.band.setpoint = (p.band.low + p.band.high) / 2.0;
+    }
+    if p.band.low >= p.band.high || !(p.band.low..=p.band.high).contains(&p.band.setpoint) {
+        return Err(format!(
+            "{key}={value}: the band would be {}–{} with setpoint {}; low < setpoint < high is required",
+            p.band.low, p.band.high, p.band.setpoint
+        ));
+    }
+    if p.regions.values().any(|r| r.min > r.max) {
+        return Err(format!("{key}={value}: min would exceed max"));
+    }
+    Ok(p)
+}
+
 // ---------------------------------------------------------------------------------------------
 // The strict walker over a span-carrying TOML tree.
 

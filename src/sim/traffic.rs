@@ -72,6 +72,20 @@ impl Rate {
         }
     }
 
+    /// Per-second arrivals at exactly the rate, carrying fractions to the next second.
+    pub fn exact_arrivals(&self) -> Vec<u32> {
+        let mut carry = 0.0;
+        self.per_second
+            .iter()
+            .map(|&r| {
+                carry += r.max(0.0);
+                let n = (carry + 1e-9).floor();
+                carry -= n;
+                n.min(f64::from(u32::MAX)) as u32
+            })
+            .collect()
+    }
+
     /// Per-second arrivals drawn from the rate (Poisson), reproducible from `seed`.
     pub fn arrivals(&self, seed: u64) -> Vec<u32> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
