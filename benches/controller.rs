@@ -59,6 +59,7 @@ fn bench_decide(iterations: usize) {
             max: 500,
             desired: 55,
         },
+        seasonal: vec![],
     };
     let mut times = Vec::with_capacity(iterations);
     let mut sink = 0u64;

@@ -379,6 +379,7 @@ fn explain(a: ExplainArgs) -> anyhow::Result<ExitCode> {
             max: regional.max.saturating_add(a.held).max(current),
             desired: current,
         },
+        seasonal: vec![],
     };
     let d = decide(policy, &a.region, &obs, &PoolHistory::default(), now_ms);
     println!(

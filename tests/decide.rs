@@ -112,6 +112,7 @@ fn run(c: &Case) -> mrgc_autoscaler::core::Decision {
             max: 500,
             desired: c.asg_desired.unwrap_or(c.serving + c.launching + c.held),
         },
+        seasonal: vec![],
     };
     decide(&p, "us-east-1", &obs, &h, NOW)
 }
@@ -437,6 +438,7 @@ fn asg_desired_adds_held_and_respects_the_groups_bounds() {
             max: 70,
             desired: 53,
         },
+        seasonal: vec![],
     };
     let d = decide(&p, "us-east-1", &obs, &PoolHistory::default(), NOW);
     assert_eq!(d.desired, 80);
@@ -461,6 +463,7 @@ fn a_region_without_policy_is_left_alone() {
             max: 5,
             desired: 3,
         },
+        seasonal: vec![],
     };
     let d = decide(&p, "eu-west-1", &obs, &PoolHistory::default(), NOW);
     assert_eq!(
@@ -517,6 +520,7 @@ fn observation(samples: &[(i64, f64)], serving: u32, launching: u32, held: u32) 
             max: 10_000,
             desired: serving + launching + held,
         },
+        seasonal: vec![],
     }
 }
 
@@ -599,6 +603,146 @@ proptest! {
             prop_assert_ne!(second.action, Action::ScaleUp, "first: {} / second: {}", first.reason, second.reason);
         } else {
             prop_assert!(second.desired <= full, "first: {} / second: {}", first.reason, second.reason);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The forecast floor.
+
+fn ramp_obs(serving: u32, start_rps: f64, per_min: f64, minutes: i64) -> Observation {
+    Observation {
+        samples: (0..minutes)
+            .map(|m| Sample {
+                at_ms: NOW - (minutes - 1 - m) * MIN - 10_000,
+                rps: start_rps + per_min * m as f64,
+            })
+            .collect(),
+        capacity: Capacity {
+            serving,
+            launching: 0,
+            held: 0,
+            skipped: 0,
+        },
+        asg: AsgState {
+            name: "asg-a".into(),
+            min: 0,
+            max: 1000,
+            desired: serving,
+        },
+        seasonal: vec![],
+    }
+}
+
+#[test]
+fn a_rising_trend_lifts_capacity_one_launch_time_ahead() {
+    let p = policy("[forecast]\nmode = \"trend\"\n");
+    // 2 rps more every minute for 10 minutes, now at 58 rps on 40 instances: inside the band.
+    let obs = ramp_obs(40, 40.0, 2.0, 10);
+    let d = decide(&p, "us-east-1", &obs, &PoolHistory::default(), NOW);
+    assert_eq!(d.reason_code, ReasonCode::Forecast, "{}", d.reason);
+    assert_eq!(d.action, Action::ScaleUp);
+    // 58 rps now, +2 rps/min for the 6m10s from the newest sample to now + 6m: ≈ 70.3 rps.
+    let f = d.forecast_rps.unwrap();
+    assert!((f - 70.33).abs() < 0.1, "{f}");
+    // Enough to keep 70.3 rps inside the band (≤ 1.5 per instance): 47.
+    assert_eq!(d.desired, 47);
+    assert!(
+        d.reason
+            .contains("forecast 70 rps at +6m (trend +2.0 rps/min over 10m) needs 47; floor 47"),
+        "{}",
+        d.reason
+    );
+    // Off: the same observation holds.
+    let off = decide(&policy(""), "us-east-1", &obs, &PoolHistory::default(), NOW);
+    assert_eq!(
+        (off.action, off.reason_code),
+        (Action::None, ReasonCode::WithinBand)
+    );
+}
+
+#[test]
+fn the_forecast_lift_is_capped() {
+    let p = policy("[forecast]\nmode = \"trend\"\nmax_lift = 5\n");
+    let d = decide(
+        &p,
+        "us-east-1",
+        &ramp_obs(40, 40.0, 2.0, 10),
+        &PoolHistory::default(),
+        NOW,
+    );
+    assert_eq!(d.desired, 45, "{}", d.reason);
+    assert!(
+        d.reason.contains("capped by forecast.max_lift 5"),
+        "{}",
+        d.reason
+    );
+}
+
+#[test]
+fn a_falling_trend_never_lowers_anything() {
+    let p = policy("[forecast]\nmode = \"trend\"\n");
+    let obs = ramp_obs(40, 70.0, -2.0, 10);
+    let on = decide(&p, "us-east-1", &obs, &PoolHistory::default(), NOW);
+    let off = decide(&policy(""), "us-east-1", &obs, &PoolHistory::default(), NOW);
+    assert_eq!((on.desired, on.action), (off.desired, off.action));
+    assert_eq!(on.forecast_rps, None);
+}
+
+#[test]
+fn seasonal_history_lifts_ahead_of_a_daily_rise() {
+    let p = policy("[forecast]\nmode = \"seasonal\"\n");
+    let mut obs = ramp_obs(40, 50.0, 0.0, 10); // flat at 50 rps: no trend
+    obs.seasonal = vec![
+        mrgc_autoscaler::core::decide::SeasonalRef {
+            lag_ms: 86_400_000,
+            then: Some(40.0),
+            then_ahead: Some(60.0),
+        },
+        mrgc_autoscaler::core::decide::SeasonalRef {
+            lag_ms: 7 * 86_400_000,
+            then: None,
+            then_ahead: None,
+        },
+    ];
+    let d = decide(&p, "us-east-1", &obs, &PoolHistory::default(), NOW);
+    // A day ago traffic rose ×1.5 over the next 6 minutes: 75 rps → 50 instances at 1.5.
+    assert_eq!(
+        (d.reason_code, d.desired),
+        (ReasonCode::Forecast, 50),
+        "{}",
+        d.reason
+    );
+    assert!(
+        d.reason.contains("a day ago traffic rose ×1.50"),
+        "{}",
+        d.reason
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn a_forecast_never_causes_a_scale_down(
+        p in arb_policy(), serving in 0u32..300, start in 0.0f64..400.0, slope in -20.0f64..20.0,
+        h in arb_history(), seasonal_ratio in 0.2f64..3.0
+    ) {
+        let mut with = p.clone();
+        with.forecast.mode = mrgc_autoscaler::core::policy::ForecastMode::Seasonal;
+        let mut obs = ramp_obs(serving, start, slope, 12);
+        obs.samples.retain(|s| s.rps >= 0.0);
+        obs.seasonal = vec![mrgc_autoscaler::core::decide::SeasonalRef {
+            lag_ms: 86_400_000,
+            then: Some(50.0),
+            then_ahead: Some(50.0 * seasonal_ratio),
+        }];
+        let hist = history(&h);
+        let on = decide(&with, "us-east-1", &obs, &hist, NOW);
+        let off = decide(&p, "us-east-1", &obs, &hist, NOW);
+        prop_assert!(on.desired >= off.desired, "on {} < off {}: {}", on.desired, off.desired, on.reason);
+        if on.action == Action::ScaleDown {
+            prop_assert_eq!(off.action, Action::ScaleDown);
         }
     }
 }

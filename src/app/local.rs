@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::adapters::memory::MemoryRegion;
-use crate::core::{Action, PolicySet, decide::instances_for};
+use crate::core::{Action, PolicySet};
 use crate::ports::Clock;
 use crate::sim::trace::Trace;
 use crate::sim::traffic::{Rate, Scale};
@@ -111,7 +111,7 @@ pub async fn run_local<W: Write + Send>(
         );
         // The opening rate: the first minute's mean (a smoothed trace starts with a half window).
         let opening = (0..60).map(|s| rate.at(s)).sum::<f64>() / 60.0;
-        let warm = instances_for(opening, p.band.setpoint).clamp(r.min, r.max);
+        let warm = p.wanted(opening).clamp(r.min, r.max);
         region.warm_start(&r.asg, warm, start);
         // Routers were already writing before we started: five minutes at the opening rate.
         for m in 0..5 {

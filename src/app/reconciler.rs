@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::core::capacity;
+use crate::core::decide::SeasonalRef;
+use crate::core::policy::ForecastMode;
 use crate::core::{
     Action, Decision, DecisionRecord, Observation, Outcome, PolicySet, PoolHistory, PoolPolicy,
     ReasonCode, RecordContext, decide,
@@ -271,7 +273,11 @@ impl Reconciler {
             ))));
         };
         // Observe (all three reads at once).
-        let lookback = policy.metrics.stale_after + policy.metrics.window + Duration::from_secs(60);
+        let mut lookback =
+            policy.metrics.stale_after + policy.metrics.window + Duration::from_secs(60);
+        if policy.forecast.mode != ForecastMode::Off {
+            lookback = lookback.max(policy.forecast.trend_window + Duration::from_secs(60));
+        }
         let from = now_ms - lookback.as_millis() as i64;
         let (samples, inventory, asg) = tokio::join!(
             self.backends
@@ -291,10 +297,16 @@ impl Reconciler {
             now_ms,
             inventory.skipped,
         );
+        let seasonal = if policy.forecast.mode == ForecastMode::Seasonal {
+            self.seasonal(policy, &region, now_ms).await
+        } else {
+            Vec::new()
+        };
         let obs = Observation {
             samples,
             capacity,
             asg,
+            seasonal,
         };
 
         // Decide.
@@ -403,6 +415,42 @@ impl Reconciler {
             outcome,
             recorded,
         })
+    }
+
+    /// Traffic one day and one week ago, around now and over the following horizon. A failed
+    /// read only loses the seasonal part of the forecast.
+    async fn seasonal(&self, policy: &PoolPolicy, region: &str, now_ms: i64) -> Vec<SeasonalRef> {
+        let window = policy.metrics.window.as_millis() as i64;
+        let horizon = policy.forecast_horizon().as_millis() as i64 + 60_000;
+        let mut out = Vec::new();
+        for lag in [86_400_000i64, 7 * 86_400_000] {
+            let then = now_ms - lag;
+            let Ok(samples) = self
+                .backends
+                .metrics
+                .rps_samples(&policy.pool, region, then - window, then + horizon)
+                .await
+            else {
+                continue;
+            };
+            let before: Vec<f64> = samples
+                .iter()
+                .filter(|s| s.at_ms <= then)
+                .map(|s| s.rps)
+                .collect();
+            let ahead = samples
+                .iter()
+                .filter(|s| s.at_ms > then)
+                .map(|s| s.rps)
+                .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+            out.push(SeasonalRef {
+                lag_ms: lag,
+                then: (!before.is_empty())
+                    .then(|| before.iter().sum::<f64>() / before.len() as f64),
+                then_ahead: ahead,
+            });
+        }
+        out
     }
 
     fn observe_metrics(&self, pool: &str, region: &str, d: &Decision, outcome: &Outcome) {

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::Duration;
 
-use super::policy::PoolPolicy;
+use super::policy::{ForecastMode, PoolPolicy};
 
 /// One per-minute RPS sample from the metrics table.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -47,10 +47,120 @@ impl Capacity {
 /// What the controller saw for one pool in one region.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Observation {
-    /// Samples, oldest first.
+    /// Samples, oldest first (at least the metrics window; the forecast's trend window when
+    /// forecasting).
     pub samples: Vec<Sample>,
     pub capacity: Capacity,
     pub asg: AsgState,
+    /// One day and one week earlier, for the seasonal forecast (empty otherwise).
+    pub seasonal: Vec<SeasonalRef>,
+}
+
+/// What traffic did `lag_ms` earlier: around that moment, and at its peak over the following
+/// forecast horizon.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SeasonalRef {
+    pub lag_ms: i64,
+    /// Mean RPS over the metrics window ending `lag_ms` before now.
+    pub then: Option<f64>,
+    /// Highest RPS sample within the horizon after that moment.
+    pub then_ahead: Option<f64>,
+}
+
+/// A forecast of RPS one horizon ahead, with where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForecastValue {
+    pub rps: f64,
+    pub source: String,
+}
+
+/// Predict RPS at now + horizon: the recent trend (least squares over the trend window,
+/// rising only), and in seasonal mode the change seen over the same stretch a day and a week
+/// earlier, applied to today's level; the highest wins. None when there is too little history.
+pub fn forecast(
+    policy: &PoolPolicy,
+    obs: &Observation,
+    rps: f64,
+    now_ms: i64,
+) -> Option<ForecastValue> {
+    let f = &policy.forecast;
+    if f.mode == ForecastMode::Off {
+        return None;
+    }
+    let horizon_ms = policy.forecast_horizon().as_millis() as i64;
+    let newest = obs.samples.iter().rev().find(|s| s.at_ms <= now_ms)?;
+    let from = newest.at_ms - f.trend_window.as_millis() as i64;
+    let pts: Vec<&Sample> = obs
+        .samples
+        .iter()
+        .filter(|s| s.at_ms > from && s.at_ms <= newest.at_ms)
+        .collect();
+    let mut best: Option<ForecastValue> = None;
+    if pts.len() >= 3 {
+        let n = pts.len() as f64;
+        let mx = pts.iter().map(|s| s.at_ms as f64).sum::<f64>() / n;
+        let my = pts.iter().map(|s| s.rps).sum::<f64>() / n;
+        let sxx: f64 = pts.iter().map(|s| (s.at_ms as f64 - mx).powi(2)).sum();
+        let sxy: f64 = pts
+            .iter()
+            .map(|s| (s.at_ms as f64 - mx) * (s.rps - my))
+            .sum();
+        if sxx > 0.0 {
+            let slope = sxy / sxx; // rps per ms
+            // Only a rise that stands out of the noise: slope above two standard errors.
+            let intercept = my - slope * mx;
+            let rss: f64 = pts
+                .iter()
+                .map(|s| (s.rps - (intercept + slope * s.at_ms as f64)).powi(2))
+                .sum();
+            let se = if pts.len() > 2 {
+                (rss / (n - 2.0) / sxx).sqrt()
+            } else {
+                f64::INFINITY
+            };
+            if slope > 0.0 && slope > 2.0 * se {
+                let ahead = (now_ms + horizon_ms - newest.at_ms) as f64;
+                let fitted_now = my + slope * (newest.at_ms as f64 - mx);
+                let value = fitted_now.max(rps) + slope * ahead;
+                best = Some(ForecastValue {
+                    rps: value,
+                    source: format!(
+                        "trend {:+.1} rps/min over {}",
+                        slope * 60_000.0,
+                        humantime::format_duration(f.trend_window)
+                    ),
+                });
+            }
+        }
+    }
+    if f.mode == ForecastMode::Seasonal {
+        for r in &obs.seasonal {
+            if let (Some(then), Some(ahead)) = (r.then, r.then_ahead)
+                && then > 0.0
+                && ahead > then
+            {
+                let value = rps * ahead / then;
+                if best.as_ref().is_none_or(|b| value > b.rps) {
+                    let days = r.lag_ms as f64 / 86_400_000.0;
+                    best = Some(ForecastValue {
+                        rps: value,
+                        source: format!(
+                            "{} ago traffic rose ×{:.2} over the same stretch",
+                            if (days - 7.0).abs() < 0.01 {
+                                "a week".to_string()
+                            } else if (days - 1.0).abs() < 0.01 {
+                                "a day".to_string()
+                            } else {
+                                format!("{days:.1} days")
+                            },
+                            ahead / then
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    best
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -123,10 +233,12 @@ pub enum ReasonCode {
     AsgBounds,
     /// The pool has no policy for this region.
     RegionNotInPolicy,
+    /// The forecast floor lifted capacity ahead of demand.
+    Forecast,
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 17] = [
+    pub const ALL: [ReasonCode; 18] = [
         ReasonCode::WithinBand,
         ReasonCode::AboveBand,
         ReasonCode::ScaleUpLimited,
@@ -144,6 +256,7 @@ impl ReasonCode {
         ReasonCode::AboveMaximum,
         ReasonCode::AsgBounds,
         ReasonCode::RegionNotInPolicy,
+        ReasonCode::Forecast,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -165,6 +278,7 @@ impl ReasonCode {
             ReasonCode::AboveMaximum => "above_maximum",
             ReasonCode::AsgBounds => "asg_bounds",
             ReasonCode::RegionNotInPolicy => "region_not_in_policy",
+            ReasonCode::Forecast => "forecast",
         }
     }
 
@@ -195,6 +309,8 @@ pub struct Decision {
     pub skipped_items: u32,
     /// rps / max(serving + launching, 1), when rps is known.
     pub utilisation: Option<f64>,
+    /// The forecast, when forecasting and there was enough history.
+    pub forecast_rps: Option<f64>,
     /// What this cycle alone recommends (feeds the stabilization window).
     pub recommendation: u32,
     /// Desired serving + launching instances, within the effective bounds.
@@ -314,6 +430,7 @@ pub fn decide(
         held: cap.held,
         skipped_items: cap.skipped,
         utilisation: None,
+        forecast_rps: None,
         recommendation: current,
         desired: current,
         min: 0,
@@ -375,7 +492,7 @@ pub fn decide(
             d.rps = Some(rps);
             let u = rps / f64::from(current.max(1));
             d.utilisation = Some(u);
-            let rec = instances_for(rps, band.setpoint);
+            let rec = policy.wanted(rps);
             d.recommendation = rec;
             // Two decimals, or three when two would print a band edge ("1.50 is above 1.5").
             let near_edge = [band.low, band.high]
@@ -420,6 +537,34 @@ pub fn decide(
         }
     };
     d.reason_code = code;
+
+    // The forecast floor: lift ahead of demand, never lower.
+    let mut desired = desired;
+    if let Some(rps) = d.rps
+        && let Some(f) = forecast(policy, obs, rps, now_ms)
+    {
+        d.forecast_rps = Some(f.rps);
+        // Enough that the forecast demand stays inside the band (≤ high per instance).
+        let raw = instances_for(f.rps, band.high);
+        let cap = desired.saturating_add(policy.forecast.max_lift.allowance(desired.max(1)));
+        let floor = raw.min(cap);
+        d.recommendation = d.recommendation.max(floor);
+        if floor > desired {
+            desired = floor;
+            d.reason_code = ReasonCode::Forecast;
+            reason = format!(
+                "{reason}; but forecast {:.0} rps at +{} ({}) needs {raw}{}; floor {floor}",
+                f.rps,
+                fmt_dur(policy.forecast_horizon()),
+                f.source,
+                if raw > cap {
+                    format!(", capped by forecast.max_lift {}", policy.forecast.max_lift)
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
 
     // Clamp to the effective bounds: a reason of its own.
     let desired_c = desired.clamp(bounds.min, bounds.max);

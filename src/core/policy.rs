@@ -54,6 +54,8 @@ pub struct Band {
     pub low: f64,
     pub high: f64,
     pub setpoint: f64,
+    /// Spare capacity on top of rps / setpoint, for bursts shorter than a launch.
+    pub headroom: Option<Step>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -151,6 +153,57 @@ pub struct PoolPolicy {
     pub instances: Instances,
     pub regions: BTreeMap<String, RegionPolicy>,
     pub schedules: Vec<Schedule>,
+    pub forecast: Forecast,
+}
+
+/// How the forecast floor predicts demand one launch time ahead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForecastMode {
+    Off,
+    /// Extrapolate the recent trend.
+    Trend,
+    /// The trend, or what happened over the same stretch one day and one week earlier,
+    /// whichever is higher.
+    Seasonal,
+}
+
+/// The forecast floor: scale up ahead of demand, never down on a forecast.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Forecast {
+    pub mode: ForecastMode,
+    /// How far ahead to predict; None means the pool's launch time.
+    pub horizon: Option<Duration>,
+    /// The samples the trend is fitted over.
+    pub trend_window: Duration,
+    /// The most the forecast may add on top of the reactive decision.
+    pub max_lift: Step,
+}
+
+impl Default for Forecast {
+    fn default() -> Self {
+        Forecast {
+            mode: ForecastMode::Off,
+            horizon: None,
+            trend_window: Duration::from_secs(600),
+            max_lift: Step::Percent(50.0),
+        }
+    }
+}
+
+impl PoolPolicy {
+    /// Instances wanted for `rps`: ceil(rps / setpoint), plus the burst headroom.
+    pub fn wanted(&self, rps: f64) -> u32 {
+        let base = crate::core::decide::instances_for(rps, self.band.setpoint);
+        match self.band.headroom {
+            Some(h) if base > 0 => base.saturating_add(h.allowance(base)),
+            _ => base,
+        }
+    }
+
+    /// The forecast horizon: configured, or the launch time.
+    pub fn forecast_horizon(&self) -> Duration {
+        self.forecast.horizon.unwrap_or(self.instances.launch_time)
+    }
 }
 
 /// Effective bounds of a pool in a region at a moment.
@@ -371,6 +424,7 @@ pub const OVERRIDABLE: &[&str] = &[
     "band.low",
     "band.high",
     "band.setpoint",
+    "band.headroom",
     "scale_up.max_step",
     "scale_up.cooldown",
     "scale_down.max_step",
@@ -380,6 +434,10 @@ pub const OVERRIDABLE: &[&str] = &[
     "metrics.stale_after",
     "instances.launch_time",
     "instances.launch_timeout",
+    "forecast.mode",
+    "forecast.horizon",
+    "forecast.trend_window",
+    "forecast.max_lift",
 ];
 
 /// A copy of `policy` with one field changed, e.g. (`band.high`, `1.4`) or
@@ -431,6 +489,7 @@ pub fn apply_override(policy: &PoolPolicy, key: &str, value: &str) -> Result<Poo
         "band.low" => p.band.low = num()?,
         "band.high" => p.band.high = num()?,
         "band.setpoint" => p.band.setpoint = num()?,
+        "band.headroom" => p.band.headroom = if value == "0" { None } else { Some(step()?) },
         "scale_up.max_step" => p.scale_up.max_step = step()?,
         "scale_up.cooldown" => p.scale_up.cooldown = dur()?,
         "scale_down.max_step" => p.scale_down.max_step = step()?,
@@ -440,6 +499,17 @@ pub fn apply_override(policy: &PoolPolicy, key: &str, value: &str) -> Result<Poo
         "metrics.stale_after" => p.metrics.stale_after = dur()?,
         "instances.launch_time" => p.instances.launch_time = dur()?,
         "instances.launch_timeout" => p.instances.launch_timeout = dur()?,
+        "forecast.mode" => {
+            p.forecast.mode = match value {
+                "off" => ForecastMode::Off,
+                "trend" => ForecastMode::Trend,
+                "seasonal" => ForecastMode::Seasonal,
+                _ => return Err(format!("{key}={value}: write off, trend or seasonal")),
+            }
+        }
+        "forecast.horizon" => p.forecast.horizon = Some(dur()?),
+        "forecast.trend_window" => p.forecast.trend_window = dur()?,
+        "forecast.max_lift" => p.forecast.max_lift = step()?,
         _ => {
             return Err(format!(
                 "unknown key `{key}`; sweepable keys: {}",
@@ -799,6 +869,7 @@ const TOP_KEYS: &[&str] = &[
     "instances",
     "regions",
     "schedule",
+    "forecast",
 ];
 
 /// Parse one file into a pool policy, recording every problem in `cx`.
@@ -881,6 +952,7 @@ fn parse_pool(cx: &mut FileCx<'_>) -> Option<(PoolPolicy, Range<usize>)> {
     let default_max = max.as_ref().map_or(u32::MAX, |m| m.0);
     let regions = parse_regions(cx, &mut r, default_min, default_max);
     let schedules = parse_schedules(cx, &mut r, &regions);
+    let forecast = parse_forecast(cx, &mut r);
     r.finish(cx, TOP_KEYS);
 
     if cx.problems.len() > problems_before {
@@ -899,6 +971,7 @@ fn parse_pool(cx: &mut FileCx<'_>) -> Option<(PoolPolicy, Range<usize>)> {
             instances: instances?,
             regions: regions.into_iter().map(|(k, (v, _))| (k, v)).collect(),
             schedules: schedules?,
+            forecast: forecast?,
         },
         pool_span,
     ))
@@ -910,12 +983,14 @@ fn parse_band(cx: &mut FileCx<'_>, root: &mut Reader<'_, '_>) -> Option<Band> {
             low: 1.0,
             high: 1.5,
             setpoint: 1.25,
+            headroom: None,
         });
     };
     let mut r = Reader::new(t, "band");
     let low = r.float(cx, "low");
     let high = r.float(cx, "high");
     let setpoint = r.float(cx, "setpoint");
+    let headroom = r.step(cx, "headroom").map(|h| h.0);
     r.finish(cx, &[]);
     let before = cx.problems.len();
     let in_range = |v: f64| v > 0.0 && v <= MAX_BAND_RPS;
@@ -958,6 +1033,7 @@ fn parse_band(cx: &mut FileCx<'_>, root: &mut Reader<'_, '_>) -> Option<Band> {
         low: low_v,
         high: high_v,
         setpoint: setpoint_v,
+        headroom,
     })
 }
 
@@ -1096,6 +1172,55 @@ fn parse_instances(cx: &mut FileCx<'_>, root: &mut Reader<'_, '_>) -> Option<Ins
             "a launching instance must be given at least its launch time: raise launch_timeout",
         );
     }
+    (cx.problems.len() == before).then_some(out)
+}
+
+fn parse_forecast(cx: &mut FileCx<'_>, root: &mut Reader<'_, '_>) -> Option<Forecast> {
+    let mut out = Forecast::default();
+    let Some((t, _)) = root.table(cx, "forecast") else {
+        return Some(out);
+    };
+    let before = cx.problems.len();
+    let mut r = Reader::new(t, "forecast");
+    if let Some((m, span)) = r.string(cx, "mode") {
+        out.mode = match m.as_str() {
+            "off" => ForecastMode::Off,
+            "trend" => ForecastMode::Trend,
+            "seasonal" => ForecastMode::Seasonal,
+            other => {
+                cx.problem(
+                    span,
+                    format!("forecast.mode = \"{other}\" is not a forecast mode"),
+                    "write \"off\", \"trend\" or \"seasonal\"",
+                );
+                ForecastMode::Off
+            }
+        };
+    }
+    if let Some((d, s)) = r.duration(cx, "horizon") {
+        if d.is_zero() || d > Duration::from_secs(3600) {
+            cx.problem(
+                s,
+                "forecast.horizon must be between 1s and 1h",
+                "use about the launch time (boot + model load), or remove it to use launch_time",
+            );
+        }
+        out.horizon = Some(d);
+    }
+    if let Some((d, s)) = r.duration(cx, "trend_window") {
+        if d < Duration::from_secs(180) || d > Duration::from_secs(6 * 3600) {
+            cx.problem(
+                s,
+                "forecast.trend_window must be between 3m and 6h",
+                "the trend needs at least three per-minute samples; \"10m\" is a good start",
+            );
+        }
+        out.trend_window = d;
+    }
+    if let Some((st, _)) = r.step(cx, "max_lift") {
+        out.max_lift = st;
+    }
+    r.finish(cx, &[]);
     (cx.problems.len() == before).then_some(out)
 }
 

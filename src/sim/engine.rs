@@ -11,7 +11,6 @@ use std::time::Duration;
 use crate::adapters::memory::MemoryRegion;
 use crate::app::metrics::Metrics;
 use crate::app::{Backends, Leadership, Reconciler, Settings};
-use crate::core::decide::instances_for;
 use crate::core::{Action, Outcome, PoolPolicy};
 use crate::ports::Actuator;
 
@@ -343,12 +342,12 @@ impl FleetView {
     }
 }
 
-/// The controller's rule for the start state: ceil(rate(0) / setpoint) within min/max.
-fn initial_for(policy: &PoolPolicy, region: &str, rate0: f64, per_instance: f64) -> u32 {
+/// The controller's rule for the start state: what it wants for rate(0), within min/max.
+fn initial_for(policy: &PoolPolicy, region: &str, rate0: f64) -> u32 {
     let (min, max) = policy
         .region(region)
         .map_or((0, u32::MAX), |r| (r.min, r.max));
-    instances_for(rate0, per_instance).clamp(min, max)
+    policy.wanted(rate0).clamp(min, max)
 }
 
 /// Replay one pool through the real reconciler with `policy`.
@@ -358,7 +357,7 @@ pub async fn run_policy(inputs: &PoolInputs<'_>, label: &str, policy: &PoolPolic
         unreachable_run(inputs, label)
     };
     let asg = regional.asg.clone();
-    let initial = initial_for(policy, region_name, inputs.rate.at(0), policy.band.setpoint);
+    let initial = initial_for(policy, region_name, inputs.rate.at(0));
     let region = inputs.region(&asg, initial, regional.max.saturating_mul(2).max(100));
     // Routers were writing before t = 0: ten minutes at the opening rate.
     for m in 0..10 {
@@ -396,7 +395,7 @@ pub async fn run_policy(inputs: &PoolInputs<'_>, label: &str, policy: &PoolPolic
     let interval = inputs.model.interval.as_secs().max(1);
     let mut acc = Accumulator::new(&inputs.model, inputs.duration_s(), inputs.series_step);
     let (mut ups, mut downs) = (0, 0);
-    let marks = Vec::new();
+    let mut marks = Vec::new();
     let mut fleet = FleetView::look(&region, &asg);
     for t in 0..inputs.duration_s() {
         let now = inputs.start_ms + t as i64 * 1000;
@@ -415,6 +414,11 @@ pub async fn run_policy(inputs: &PoolInputs<'_>, label: &str, policy: &PoolPolic
                 .await
                 && r.outcome == Outcome::Applied
             {
+                if r.decision.reason_code == crate::core::ReasonCode::Forecast
+                    && r.decision.action == Action::ScaleUp
+                {
+                    marks.push(t);
+                }
                 match r.decision.action {
                     Action::ScaleUp => ups += 1,
                     Action::ScaleDown => downs += 1,
