@@ -75,6 +75,10 @@ struct SimArgs {
     /// Override the scenario's seed.
     #[arg(long)]
     seed: Option<u64>,
+    /// Baselines to run (comma-separated: oracle, static-peak, hpa, target-tracking; or
+    /// `none` to time the policies alone). Default: the scenario's list, or all.
+    #[arg(long, value_delimiter = ',')]
+    baselines: Option<Vec<String>>,
     /// timeseries.csv resolution in seconds (default: 1 up to a day of trace, 60 beyond).
     #[arg(long)]
     resolution: Option<u64>,
@@ -178,10 +182,11 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(
-        cli.log_format,
-        matches!(&cli.command, Command::Run(a) if a.backend == Backend::Local),
-    );
+    // The embedded run prints its own decision lines and the simulator its tables: keep their
+    // diagnostics to warnings unless RUST_LOG asks for more.
+    let quiet = matches!(&cli.command, Command::Run(a) if a.backend == Backend::Local)
+        || matches!(&cli.command, Command::Simulate(_));
+    init_tracing(cli.log_format, quiet);
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -258,6 +263,24 @@ fn simulate(a: SimArgs) -> anyhow::Result<ExitCode> {
     };
     if let Some(seed) = a.seed {
         scenario.seed = seed;
+    }
+    if let Some(list) = &a.baselines {
+        let list: Vec<String> = list
+            .iter()
+            .filter(|b| b.as_str() != "none")
+            .cloned()
+            .collect();
+        if let Some(bad) = list
+            .iter()
+            .find(|b| !mrgc_autoscaler::sim::scenario::BASELINES.contains(&b.as_str()))
+        {
+            eprintln!(
+                "error: unknown baseline `{bad}`; choose from {} or none",
+                mrgc_autoscaler::sim::scenario::BASELINES.join(", ")
+            );
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+        scenario.baselines = list;
     }
     let mut sweeps = Vec::new();
     for s in &a.sweep {

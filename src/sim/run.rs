@@ -148,7 +148,10 @@ pub fn simulate(scenario: &Scenario, opts: &SimOptions) -> Result<SimOutput, Sim
                 jobs.push((i, Job::Policy(label.clone(), Box::new(p))));
             }
         }
-        jobs.push((i, Job::Oracle));
+        // The oracle is the yardstick of vs_oracle: it runs whenever any baseline does.
+        if !scenario.baselines.is_empty() {
+            jobs.push((i, Job::Oracle));
+        }
         for b in &scenario.baselines {
             match b.as_str() {
                 "static-peak" => jobs.push((i, Job::StaticPeak)),
