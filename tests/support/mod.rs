@@ -100,6 +100,16 @@ impl Env {
         }
     }
 
+    /// New adapters (same metrics) whose inventory shares one routing read for
+    /// `join_max_age`, as in production.
+    pub async fn share_joins_for(&mut self, join_max_age: Duration) {
+        let sdk = sdk_config(&self.endpoint, &self.region).await;
+        let mut opts = AwsOptions::new(&self.region, &self.prefix, Some(self.endpoint.clone()));
+        opts.cloudwatch = false;
+        opts.join_max_age = join_max_age;
+        self.aws = AwsBackends::from_clients(AwsClients::new(&sdk, &opts, &self.metrics), &opts);
+    }
+
     /// Adapters plus freshly created tables.
     pub async fn with_tables(endpoint: &str, region: &str, name: &str) -> Env {
         let env = Env::connect(endpoint, region, &unique_prefix(name)).await;

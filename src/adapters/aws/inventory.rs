@@ -59,6 +59,13 @@ impl DynamoInventory {
         }
     }
 
+    /// Forget the shared routing snapshot: the next pool reads routing health afresh. (Tests
+    /// that run cycles back to back in less than `join_max_age` use it to count the reads one
+    /// cycle makes.)
+    pub async fn invalidate_joins(&self) {
+        *self.routing.lock().await = None;
+    }
+
     async fn instances(&self, pool: &str, region: &str) -> PortResult<(Vec<InstanceRecord>, u32)> {
         let idx = index(&schema::GPU_INSTANCES, "model-pool-index");
         let items = query_pages(
