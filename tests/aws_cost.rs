@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mrgc_autoscaler::adapters::aws::Usage;
+use mrgc_autoscaler::adapters::aws::{Usage, item_size};
 use mrgc_autoscaler::app::election::{ElectionConfig, Elector};
 use mrgc_autoscaler::app::reconciler::{Reconciler, Settings};
 use mrgc_autoscaler::core::policy::{PolicySource, parse_sources};
@@ -144,10 +144,11 @@ async fn controller_dynamodb_cost_per_cycle_and_month() {
         u64::from(cycles),
         "routing health: one Query per region and cycle"
     );
-    // Failed-validation Query per pool, plus one look-up for the one failed instance each.
+    // Failed validations: one Query per region and cycle, plus one look-up, once, of the
+    // later validation of each pool's failed-then-passed instance.
     assert_eq!(
         get(&schema::CLEANUP_VALIDATION, "Query").requests,
-        2 * u64::from(pool_cycles)
+        u64::from(cycles) + POOLS.len() as u64
     );
     // Steady state: the first decision and a heartbeat every 10 minutes, no more.
     assert_eq!(
@@ -257,5 +258,92 @@ fn print_report(
     println!(
         "(moto reported {:.0} read / {:.0} write units for the same calls: a constant per call, not the real price)",
         total.reported_read_units, total.reported_write_units
+    );
+    print_levers(controller.read_units * per_month);
+}
+
+/// Read units of one Query returning `bytes`, eventually consistent.
+fn query_units(bytes: usize) -> f64 {
+    bytes.div_ceil(4096).max(1) as f64 * 0.5
+}
+
+fn projected_size(item: &support::Item, keep: &[&str]) -> usize {
+    let only: support::Item = item
+        .iter()
+        .filter(|(k, _)| keep.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    item_size(&only)
+}
+
+/// What the levers outside this adapter would bring, from the same items.
+fn print_levers(measured_reads_per_month: f64) {
+    let inst = instance_item(
+        "i-0123456789abcdef0",
+        "model-a",
+        "us-east-1",
+        "available",
+        T0,
+        T0,
+    );
+    let route = routing_item("i-0123456789abcdef0", "us-east-1", "healthy", 70.0);
+    let n = INSTANCES;
+    let pools = POOLS.len();
+    let inst_keep = [
+        "instance_id",
+        "model_pool",
+        "region",
+        "state",
+        "last_heartbeat",
+        "launch_time",
+    ];
+    let route_keep = ["instance_id", "region", "routing_score", "health_status"];
+    // Per region and cycle: metrics per pool, instances per pool, routing once, failures once.
+    let per_cycle = |inst_size: usize, route_size: usize| {
+        pools as f64 * 0.5
+            + pools as f64 * query_units(n * inst_size)
+            + query_units(pools * n * route_size)
+            + 0.5
+    };
+    let month = |per_region_cycle: f64, interval_s: f64| {
+        per_region_cycle * (HOURS_PER_MONTH * 3600.0 / interval_s) * REGIONS
+    };
+    let full = per_cycle(item_size(&inst), item_size(&route));
+    let projected = per_cycle(
+        projected_size(&inst, &inst_keep),
+        projected_size(&route, &route_keep),
+    );
+    println!(
+        "item sizes: instance {} B ({} B projected), routing {} B ({} B projected)",
+        item_size(&inst),
+        projected_size(&inst, &inst_keep),
+        item_size(&route),
+        projected_size(&route, &route_keep)
+    );
+    println!("levers (reads of the seed tables per month, 3 pools x 3 regions):");
+    let row = |what: &str, reads: f64| {
+        println!(
+            "  {what:<78} {reads:>9.0} ({:>4.1} % of 10 M)",
+            100.0 * reads / BUDGET_READS
+        )
+    };
+    row("as measured", measured_reads_per_month);
+    row(
+        "model from the item sizes, ALL projections, 30 s",
+        month(full, 30.0),
+    );
+    row(
+        "INCLUDE projections (model-pool-index: state, heartbeat, launch; region-score-index: health), 30 s",
+        month(projected, 30.0),
+    );
+    row("ALL projections, 60 s interval", month(full, 60.0));
+    row("INCLUDE projections, 60 s interval", month(projected, 60.0));
+    let lease_writes = |renew_s: f64| HOURS_PER_MONTH * 3600.0 / renew_s * REGIONS;
+    println!(
+        "lease renewals: every 5 s {:.0} writes/month ({:.1} % of 5 M); every 20 s {:.0} ({:.1} %)",
+        lease_writes(5.0),
+        100.0 * lease_writes(5.0) / BUDGET_WRITES,
+        lease_writes(20.0),
+        100.0 * lease_writes(20.0) / BUDGET_WRITES
     );
 }

@@ -8,10 +8,12 @@
 //!   instances; the Query sums the item sizes before rounding: about 1–3 units for the region.
 //!   Routing items without a `routing_score` are not in that index: routers cannot route to
 //!   them either, and the instance then counts as if it had no routing item (not unhealthy);
-//! - cleanup validation: one Query of `status-timestamp-index` for `failed` validations since
-//!   the pool's oldest instance launched (failures are rare, so this returns next to nothing),
-//!   then, only for an instance of the pool that has such a failure, one Query of its newest
-//!   later validation (a later pass clears it). A Query per instance would cost 0.5 unit each.
+//! - cleanup validation: failures are rare and validation records are history, so the fleet's
+//!   failed validations are kept in memory, refreshed once per cycle by one Query of
+//!   `status-timestamp-index` for the failures since the newest one seen (the first read takes
+//!   them all). Only for an instance of the pool with a failure since it launched is its newest
+//!   later validation looked up (a later pass clears it; that answer is remembered). A Query
+//!   per instance would cost 0.5 read unit per instance and cycle.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -32,6 +34,25 @@ use super::{AwsClients, query_pages};
 /// between the instance and the car wash).
 const VALIDATION_SLACK_SECS: i64 = 3_600;
 
+/// The cleanup-validation table's TTL: older failures are forgotten.
+const FAILURE_HORIZON_SECS: i64 = 90 * 86_400;
+
+/// Settled failures remembered, at most (then forgotten at once and looked up again).
+const SUPERSEDED_CAPACITY: usize = 100_000;
+
+/// Failed cleanup validations of the whole fleet (the table has no region), shared by every
+/// pool: the newest failure per instance, read incrementally.
+#[derive(Default)]
+struct Failures {
+    fetched: Option<Instant>,
+    /// Newest failure time seen (Unix seconds).
+    watermark: Option<i64>,
+    /// instance → (newest failure time, its key text as stored)
+    newest: HashMap<String, (f64, String)>,
+    /// (instance, failure key text) whose failure a later validation superseded.
+    superseded: HashSet<(String, String)>,
+}
+
 struct RoutingSnapshot {
     region: String,
     fetched: Instant,
@@ -45,6 +66,7 @@ pub struct DynamoInventory {
     cleanup_table: String,
     join_max_age: Duration,
     routing: Mutex<Option<RoutingSnapshot>>,
+    failures: Mutex<Failures>,
 }
 
 impl DynamoInventory {
@@ -56,6 +78,7 @@ impl DynamoInventory {
             c,
             join_max_age,
             routing: Mutex::new(None),
+            failures: Mutex::new(Failures::default()),
         }
     }
 
@@ -64,6 +87,7 @@ impl DynamoInventory {
     /// cycle makes.)
     pub async fn invalidate_joins(&self) {
         *self.routing.lock().await = None;
+        self.failures.lock().await.fetched = None;
     }
 
     async fn instances(&self, pool: &str, region: &str) -> PortResult<(Vec<InstanceRecord>, u32)> {
@@ -153,12 +177,16 @@ impl DynamoInventory {
         Ok(health)
     }
 
-    /// The latest validation of each instance in `ids` whose latest validation failed.
-    async fn failed_validations(
-        &self,
-        ids: &HashSet<&str>,
-        since_secs: i64,
-    ) -> PortResult<HashSet<String>> {
+    /// Bring the shared view of failed validations up to date: at most once per
+    /// `join_max_age`, one Query for the failures since the newest one already seen (less
+    /// `VALIDATION_SLACK_SECS` for late writers); the first read takes all of them.
+    async fn refresh_failures(&self, f: &mut Failures) -> PortResult<()> {
+        if f.fetched.is_some_and(|t| t.elapsed() < self.join_max_age) {
+            return Ok(());
+        }
+        let since = f
+            .watermark
+            .map_or(0, |w| (w - VALIDATION_SLACK_SECS).max(0));
         let idx = index(&schema::CLEANUP_VALIDATION, "status-timestamp-index");
         let items = query_pages(
             &self.c,
@@ -178,28 +206,23 @@ impl DynamoInventory {
                         idx.range.map_or("validation_timestamp", |k| k.name),
                     )
                     .expression_attribute_values(":s", item::s(Validation::Failed.as_str()))
-                    .expression_attribute_values(":t", item::n(since_secs))
+                    .expression_attribute_values(":t", item::n(since))
             },
         )
         .await?;
-        // Newest failure per instance of ours.
-        let mut newest: HashMap<String, (f64, String)> = HashMap::new();
         for it in &items {
-            let Ok(id) = item::string(it, "instance_id") else {
-                continue;
-            };
-            if !ids.contains(id) {
-                continue;
-            }
-            let ts_attr = item::get_raw_number(it, "validation_timestamp");
-            match item::number(it, "validation_timestamp") {
-                Ok(ts) => {
-                    let e = newest
-                        .entry(id.to_string())
-                        .or_insert((f64::MIN, String::new()));
-                    if ts > e.0 {
-                        *e = (ts, ts_attr.unwrap_or_default());
+            let parsed = item::string(it, "instance_id").and_then(|id| {
+                let ts = item::number(it, "validation_timestamp")?;
+                Ok((id, ts))
+            });
+            match parsed {
+                Ok((id, ts)) => {
+                    let raw = item::get_raw_number(it, "validation_timestamp").unwrap_or_default();
+                    let newer = f.newest.get(id).is_none_or(|(t, _)| ts > *t);
+                    if newer {
+                        f.newest.insert(id.to_string(), (ts, raw));
                     }
+                    f.watermark = Some(f.watermark.map_or(ts as i64, |w| w.max(ts as i64)));
                 }
                 Err(p) => self.c.bad.report(
                     schema::CLEANUP_VALIDATION.suffix,
@@ -208,13 +231,40 @@ impl DynamoInventory {
                 ),
             }
         }
+        // Failures past the table's TTL (90 days) are gone from DynamoDB too.
+        if let Some(w) = f.watermark {
+            let horizon = (w - FAILURE_HORIZON_SECS) as f64;
+            f.newest.retain(|_, (t, _)| *t >= horizon);
+        }
+        f.fetched = Some(Instant::now());
+        Ok(())
+    }
+
+    /// The instances among `instances` whose latest cleanup validation failed.
+    async fn failed_validations(
+        &self,
+        instances: &[InstanceRecord],
+    ) -> PortResult<HashSet<String>> {
+        let mut f = self.failures.lock().await;
+        self.refresh_failures(&mut f).await?;
         let mut failed = HashSet::new();
-        for (id, (_, ts)) in newest {
+        for i in instances {
+            let Some((ts, raw)) = f.newest.get(&i.instance_id).cloned() else {
+                continue;
+            };
+            // A validation from before the instance launched is not about it.
+            if ts < (i.launch_time_ms.div_euclid(1000) - VALIDATION_SLACK_SECS) as f64 {
+                continue;
+            }
+            let key = (i.instance_id.clone(), raw.clone());
+            if f.superseded.contains(&key) {
+                continue;
+            }
             // Anything validated after the failure? The newest such validation decides.
             let later = query_pages(
                 &self.c,
                 &self.cleanup_table,
-                &format!("reading the latest validation of {id}"),
+                &format!("reading the latest validation of {}", i.instance_id),
                 Some(1),
                 || {
                     self.c
@@ -224,8 +274,8 @@ impl DynamoInventory {
                         .key_condition_expression("#i = :i AND #t > :t")
                         .expression_attribute_names("#i", "instance_id")
                         .expression_attribute_names("#t", "validation_timestamp")
-                        .expression_attribute_values(":i", item::s(&id))
-                        .expression_attribute_values(":t", item::n(&ts))
+                        .expression_attribute_values(":i", item::s(&i.instance_id))
+                        .expression_attribute_values(":t", item::n(&raw))
                         .scan_index_forward(false)
                         .limit(1)
                 },
@@ -247,7 +297,14 @@ impl DynamoInventory {
                 },
             };
             if latest == Validation::Failed {
-                failed.insert(id);
+                failed.insert(i.instance_id.clone());
+            } else {
+                // Validation records are history: a later failure would be a newer failed
+                // item, which the next refresh sees. This one is settled for good.
+                if f.superseded.len() >= SUPERSEDED_CAPACITY {
+                    f.superseded.clear();
+                }
+                f.superseded.insert(key);
             }
         }
         Ok(failed)
@@ -312,14 +369,7 @@ impl Inventory for DynamoInventory {
                 None => {}
             }
         }
-        let since = instances
-            .iter()
-            .map(|i| i.launch_time_ms.div_euclid(1000))
-            .min()
-            .unwrap_or(0)
-            - VALIDATION_SLACK_SECS;
-        let ids: HashSet<&str> = instances.iter().map(|i| i.instance_id.as_str()).collect();
-        let failed = self.failed_validations(&ids, since.max(0)).await?;
+        let failed = self.failed_validations(&instances).await?;
         for i in &mut instances {
             if failed.contains(&i.instance_id) {
                 i.validation = Some(Validation::Failed);

@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 use crate::app::metrics::Metrics;
 
-pub(crate) type Item = HashMap<String, AttributeValue>;
+pub type Item = HashMap<String, AttributeValue>;
 
 /// Why an item was skipped: the `reason` label of `bad_items_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -290,7 +290,7 @@ pub(crate) fn key_text(item: &Item, keys: &[&str]) -> String {
 
 /// The size DynamoDB bills an item at (attribute names plus values), approximately: numbers
 /// count one byte per two significant digits plus one.
-pub(crate) fn item_size(item: &Item) -> usize {
+pub fn item_size(item: &Item) -> usize {
     item.iter().map(|(k, v)| k.len() + value_size(v)).sum()
 }
 

@@ -4,6 +4,7 @@
 //! - acquire: one UpdateItem, conditional on the item being absent (no expected version) or
 //!   absent-or-at-the-expected-version; it sets the holder and adds one to epoch and version.
 //! - renew: UpdateItem adding one to the version if `holder` and `epoch` still match.
+//! - read: eventually consistent (see `read`).
 //! - release: clears the holder and adds one to the version if `holder` and `epoch` match,
 //!   keeps the epoch (epochs never repeat); a lease held by someone else is left alone.
 
@@ -151,7 +152,10 @@ impl LeaseStore for DynamoLeaseStore {
                     .get_item()
                     .table_name(&self.table)
                     .key("lease_key", item::s(key))
-                    .consistent_read(true)
+                    // Eventually consistent (half the price): only followers read, and a stale
+                    // version can only delay a takeover, never make one succeed, because
+                    // `acquire` is conditional on the version really being unchanged.
+                    .consistent_read(false)
                     .return_consumed_capacity(ReturnConsumedCapacity::Total)
                     .send(),
             )
@@ -163,7 +167,7 @@ impl LeaseStore for DynamoLeaseStore {
             "GetItem",
             Op::Read,
             one(out.consumed_capacity()),
-            get_item_units(size),
+            get_item_units(size) / 2.0,
             0.0,
         );
         match out.item() {

@@ -43,7 +43,7 @@ pub use actuator::AsgActuator;
 pub use decision_log::{DynamoDecisionLog, record_from_item, record_to_item};
 pub use gauges::{CloudWatchGauges, NAMESPACE as CLOUDWATCH_NAMESPACE};
 pub use inventory::DynamoInventory;
-pub use item::{BadItem, BadReason};
+pub use item::{BadItem, BadReason, item_size};
 pub use lease::DynamoLeaseStore;
 pub use meter::{CostMeter, Usage};
 pub use metrics_source::DynamoMetricsSource;
