@@ -423,3 +423,79 @@ pub(crate) async fn query_pages(
 
 #[cfg(test)]
 mod iam_tests;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::{GaugeSink, PoolGauges};
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+    use aws_smithy_runtime_api::http::{Response, StatusCode};
+    use aws_smithy_types::body::SdkBody;
+
+    #[tokio::test]
+    async fn throttled_attempts_are_counted_by_the_interceptor() {
+        let metrics = Metrics::new();
+        let rule = mock!(aws_sdk_cloudwatch::Client::put_metric_data).then_http_response(|| {
+            Response::new(
+                StatusCode::try_from(400).expect("a valid status"),
+                SdkBody::from(r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#),
+            )
+        });
+        let m = metrics.clone();
+        let cw = mock_client!(aws_sdk_cloudwatch, RuleMode::MatchAny, &[&rule], move |b| b
+            .interceptor(ThrottleCounter {
+                metrics: m.clone(),
+                service: Service::CloudWatch,
+            }));
+        let ddb = aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::Config::builder()
+                .behavior_version_latest()
+                .region(Region::new("us-east-1"))
+                .build(),
+        );
+        let asg = aws_sdk_autoscaling::Client::from_conf(
+            aws_sdk_autoscaling::Config::builder()
+                .behavior_version_latest()
+                .region(Region::new("us-east-1"))
+                .build(),
+        );
+        let opts = AwsOptions::new("us-east-1", "p", None);
+        let clients = Arc::new(AwsClients::from_clients(ddb, asg, cw, &opts, &metrics));
+        let sink = CloudWatchGauges::new(clients);
+        let g = PoolGauges {
+            rps: Some(1.0),
+            serving: 1,
+            launching: 0,
+            desired: 1,
+            utilisation: Some(1.0),
+        };
+        assert!(sink.publish("p", "us-east-1", &g).await.is_err());
+        let labels = ["cloudwatch", "PutMetricData"];
+        assert!(metrics.aws_throttles.with_label_values(&labels).get() >= 1);
+        assert_eq!(metrics.aws_calls.with_label_values(&labels).get(), 1);
+    }
+
+    #[tokio::test]
+    async fn our_own_rate_limit_waits_and_is_counted() {
+        let metrics = Metrics::new();
+        let mut opts = AwsOptions::new("us-east-1", "p", None);
+        opts.dynamodb_per_sec = 1;
+        let caller = Caller::new(metrics.clone(), &opts);
+        let ok = || async {
+            Ok::<(), SdkError<aws_sdk_dynamodb::operation::query::QueryError, HttpResponse>>(())
+        };
+        caller
+            .call(Service::DynamoDb, "Query", ok())
+            .await
+            .expect("first call passes at once");
+        let started = tokio::time::Instant::now();
+        caller
+            .call(Service::DynamoDb, "Query", ok())
+            .await
+            .expect("second call waits, then passes");
+        assert!(started.elapsed() >= std::time::Duration::from_millis(500));
+        let labels = ["dynamodb", "Query"];
+        assert_eq!(metrics.aws_throttles.with_label_values(&labels).get(), 1);
+        assert_eq!(metrics.aws_calls.with_label_values(&labels).get(), 2);
+    }
+}
