@@ -843,3 +843,105 @@ async fn rps_samples_cover_the_window_of_one_pool_and_region() {
         .get();
     assert_eq!(calls, 1, "one Query per pool and window");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_backend_aws_decides_records_and_releases_its_lease_on_sigterm() {
+    let endpoint = moto!();
+    let region = "us-east-1";
+    let env = Env::with_tables(&endpoint, region, "run").await;
+    let asg = format!("{}-model-r", env.prefix);
+    env.create_asg(&asg, 0, 30, 2).await;
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64;
+    for k in 0..2 {
+        env.put(
+            &schema::GPU_INSTANCES,
+            instance_item(
+                &format!("i-run{k}"),
+                "model-r",
+                region,
+                "available",
+                now_s,
+                now_s - 600,
+            ),
+        )
+        .await;
+    }
+    env.put_rps("model-r", now_s - now_s % 60, 5.0).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("model-r.toml"),
+        format!("pool = \"model-r\"\nmin = 1\nmax = 20\n\n[regions.{region}]\nasg = \"{asg}\"\n"),
+    )
+    .expect("write policy");
+    let child = Command::new(env!("CARGO_BIN_EXE_mrgc-autoscaler"))
+        .args([
+            "run",
+            "--backend",
+            "aws",
+            "--region",
+            region,
+            "--interval",
+            "1s",
+        ])
+        .args(["--table-prefix", &env.prefix, "--endpoint-url", &endpoint])
+        .args([
+            "--no-cloudwatch",
+            "--controller-id",
+            "run-test",
+            "--policies",
+        ])
+        .arg(dir.path())
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start mrgc-autoscaler run");
+    // 5 rps on 2 instances is above the band: it scales the group up and records it.
+    let mut desired = 0;
+    for _ in 0..100 {
+        desired = env.asg_desired(&asg).await;
+        if desired == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The shell's own `kill`: no procps needed.
+    let terminated = Command::new("sh")
+        .args(["-c", &format!("kill -TERM {}", child.id())])
+        .status()
+        .expect("send SIGTERM");
+    assert!(terminated.success());
+    let out = child.wait_with_output().expect("wait for the controller");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(desired, 4, "{stderr}");
+    assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
+    let records = env
+        .aws
+        .log
+        .history("model-r", Some(region), 0, 10)
+        .await
+        .unwrap();
+    assert!(
+        records.iter().any(|r| r.scaling_action == Action::ScaleUp
+            && r.controller_id == "run-test"
+            && r.leader_epoch == 1),
+        "{records:#?}"
+    );
+    let lease = env
+        .aws
+        .leases
+        .read("autoscaler#us-east-1")
+        .await
+        .unwrap()
+        .expect("the lease exists");
+    assert_eq!(
+        (lease.holder.as_str(), lease.epoch),
+        ("", 1),
+        "released on SIGTERM"
+    );
+}
