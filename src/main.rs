@@ -7,9 +7,20 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use mrgc_autoscaler::adapters::aws::tables::{self, TablesError};
+use mrgc_autoscaler::adapters::aws::{AwsBackends, AwsOptions};
+use mrgc_autoscaler::app::clock::TokioClock;
+use mrgc_autoscaler::app::election::ElectionConfig;
 use mrgc_autoscaler::app::local::{LocalOptions, run_local};
+use mrgc_autoscaler::app::metrics::Metrics;
+use mrgc_autoscaler::app::reconciler::Settings;
+use mrgc_autoscaler::app::service::{ServiceDeps, ServiceOptions, run_service};
 use mrgc_autoscaler::core::policy::{self, PolicySet};
-use mrgc_autoscaler::core::{AsgState, Capacity, Observation, PoolHistory, Sample, decide};
+use mrgc_autoscaler::core::{
+    AsgState, Capacity, DecisionRecord, Observation, PoolHistory, Sample, decide,
+};
+use mrgc_autoscaler::ports::DecisionLog;
+use mrgc_autoscaler::schema;
 
 /// EX_USAGE: bad configuration or policy.
 const EXIT_USAGE: u8 = 64;
@@ -43,6 +54,67 @@ enum Command {
     Policy(PolicyCommand),
     /// Replay traffic through the controller and baselines ("what if").
     Simulate(SimArgs),
+    /// The DynamoDB tables (schema.rs is their single source of truth).
+    #[command(subcommand)]
+    Tables(TablesCommand),
+    /// Print a pool's recorded decisions with their reasons, newest first.
+    History(HistoryArgs),
+}
+
+#[derive(Subcommand)]
+enum TablesCommand {
+    /// Create the missing tables, enable TTL and wait until they are ACTIVE. Idempotent; an
+    /// existing table whose keys or indexes differ is reported and never altered.
+    Create(TablesArgs),
+    /// Check that every table exists and matches the schema; change nothing.
+    Check(TablesArgs),
+}
+
+/// Where the tables are.
+#[derive(Args, Clone)]
+struct TableArgs {
+    /// Table names are `<prefix>-<table>`, e.g. mrgc-prod-gpu-instances.
+    #[arg(long, env = "MRGC_TABLE_PREFIX")]
+    table_prefix: String,
+    /// A local AWS-compatible server (moto, LocalStack) instead of AWS.
+    #[arg(long, env = "MRGC_ENDPOINT_URL")]
+    endpoint_url: Option<String>,
+}
+
+#[derive(Args)]
+struct TablesArgs {
+    #[command(flatten)]
+    tables: TableArgs,
+    /// AWS region (default: AWS_REGION).
+    #[arg(long, env = "MRGC_REGION")]
+    region: Option<String>,
+    /// Give up waiting for ACTIVE after this long.
+    #[arg(long, env = "MRGC_TABLES_TIMEOUT", default_value = "10m", value_parser = parse_duration)]
+    timeout: Duration,
+}
+
+#[derive(Args)]
+struct HistoryArgs {
+    #[command(flatten)]
+    tables: TableArgs,
+    #[arg(long, env = "MRGC_POOL")]
+    pool: String,
+    /// Only this region's decisions (also the region whose replica is read; default:
+    /// AWS_REGION, all regions).
+    #[arg(long, env = "MRGC_REGION")]
+    region: Option<String>,
+    /// Every region's decisions even when --region is set.
+    #[arg(long, env = "MRGC_ALL_REGIONS")]
+    all_regions: bool,
+    /// How far back.
+    #[arg(long, env = "MRGC_SINCE", default_value = "1h", value_parser = parse_duration)]
+    since: Duration,
+    /// At most this many records.
+    #[arg(long, env = "MRGC_LIMIT", default_value_t = 100)]
+    limit: usize,
+    /// One JSON object per line instead of text.
+    #[arg(long, env = "MRGC_JSON")]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -133,6 +205,15 @@ struct RunArgs {
     /// Record an unchanged `none` decision at least this often.
     #[arg(long, env = "MRGC_RECORD_HEARTBEAT", default_value = "10m", value_parser = parse_duration)]
     record_heartbeat: Duration,
+    /// AWS backend: table names are `<prefix>-<table>`.
+    #[arg(long, env = "MRGC_TABLE_PREFIX")]
+    table_prefix: Option<String>,
+    /// AWS backend: a local AWS-compatible server (moto, LocalStack) instead of AWS.
+    #[arg(long, env = "MRGC_ENDPOINT_URL")]
+    endpoint_url: Option<String>,
+    /// AWS backend: do not publish per-pool gauges to CloudWatch.
+    #[arg(long, env = "MRGC_NO_CLOUDWATCH")]
+    no_cloudwatch: bool,
 }
 
 #[derive(Subcommand)]
@@ -182,11 +263,12 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The embedded run prints its own decision lines and the simulator its tables: keep their
-    // diagnostics to warnings unless RUST_LOG asks for more.
-    let quiet = matches!(&cli.command, Command::Run(a) if a.backend == Backend::Local)
-        || matches!(&cli.command, Command::Simulate(_));
-    init_tracing(cli.log_format, quiet);
+    // Only the AWS service logs at info by default; one-shot commands, the simulator and the
+    // local demo (which prints its own decision lines) keep stderr for warnings.
+    init_tracing(
+        cli.log_format,
+        !matches!(&cli.command, Command::Run(a) if a.backend == Backend::Aws),
+    );
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -238,7 +320,184 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy(PolicyCommand::Explain(a)) => explain(a),
         Command::Run(a) => run(a),
         Command::Simulate(a) => simulate(a),
+        Command::Tables(TablesCommand::Create(a)) => tables_cmd(a, true),
+        Command::Tables(TablesCommand::Check(a)) => tables_cmd(a, false),
+        Command::History(a) => history(a),
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// --region, else the SDK's usual environment variables.
+fn aws_region(flag: Option<String>) -> Option<String> {
+    flag.or_else(|| std::env::var("AWS_REGION").ok())
+        .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+        .filter(|r| !r.is_empty())
+}
+
+fn tables_cmd(a: TablesArgs, create: bool) -> anyhow::Result<ExitCode> {
+    let Some(region) = aws_region(a.region) else {
+        eprintln!("error: no region: pass --region or set AWS_REGION");
+        return Ok(ExitCode::from(EXIT_USAGE));
+    };
+    let mut opts = AwsOptions::new(&region, &a.tables.table_prefix, a.tables.endpoint_url);
+    opts.cloudwatch = false;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let aws = AwsBackends::build(&opts, &Metrics::new()).await;
+        if create {
+            match tables::create_tables(&aws.clients, &schema::ALL, a.timeout).await {
+                Ok(reports) => {
+                    for r in reports {
+                        let what = if r.created {
+                            "created"
+                        } else {
+                            "exists, matches the schema"
+                        };
+                        let ttl = if r.ttl_enabled_now {
+                            "; TTL enabled"
+                        } else {
+                            ""
+                        };
+                        println!("{:<45} {what}{ttl}", r.name);
+                        for w in r.warnings {
+                            println!("  warning: {w}");
+                        }
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        } else {
+            match tables::verify_tables(&aws.clients, &schema::ALL).await {
+                Ok(warnings) => {
+                    for w in warnings {
+                        println!("warning: {w}");
+                    }
+                    println!(
+                        "{} tables with prefix {} match the schema",
+                        schema::ALL.len(),
+                        a.tables.table_prefix
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+    })
+}
+
+fn history(a: HistoryArgs) -> anyhow::Result<ExitCode> {
+    let filter = if a.all_regions {
+        None
+    } else {
+        a.region.clone()
+    };
+    let Some(region) = aws_region(a.region) else {
+        eprintln!("error: no region: pass --region (or --all-regions with AWS_REGION set)");
+        return Ok(ExitCode::from(EXIT_USAGE));
+    };
+    let mut opts = AwsOptions::new(&region, &a.tables.table_prefix, a.tables.endpoint_url);
+    opts.cloudwatch = false;
+    let rt = runtime()?;
+    let records = rt.block_on(async {
+        let aws = AwsBackends::build(&opts, &Metrics::new()).await;
+        let since = chrono::Utc::now().timestamp_millis() - a.since.as_millis() as i64;
+        aws.log
+            .history(&a.pool, filter.as_deref(), since, a.limit)
+            .await
+    });
+    let records = match records {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    for r in &records {
+        if a.json {
+            println!("{}", record_json(r));
+        } else {
+            println!("{}", record_line(r));
+        }
+    }
+    if !a.json && records.is_empty() {
+        eprintln!(
+            "no decisions for {} in the last {}",
+            a.pool,
+            humantime::format_duration(a.since)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn stamp_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map_or_else(
+        || ms.to_string(),
+        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    )
+}
+
+fn record_line(r: &DecisionRecord) -> String {
+    let rps = r
+        .current_rps
+        .map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
+    format!(
+        "{} {} {:<10} {:>3} -> {:<3} asg={:<3} rps={:>6} {}{} {}: {}",
+        stamp_ms(r.at_ms()),
+        r.region,
+        r.scaling_action.as_str(),
+        r.current_capacity,
+        r.desired_capacity,
+        r.asg_desired,
+        rps,
+        if r.dry_run { "[dry-run] " } else { "" },
+        r.result.to_attr(),
+        r.reason_code,
+        r.reason
+    )
+}
+
+fn record_json(r: &DecisionRecord) -> serde_json::Value {
+    serde_json::json!({
+        "model_pool": r.model_pool,
+        "timestamp": r.key.to_number(),
+        "at": stamp_ms(r.at_ms()),
+        "region": r.region,
+        "current_capacity": r.current_capacity,
+        "desired_capacity": r.desired_capacity,
+        "min_capacity": r.min_capacity,
+        "max_capacity": r.max_capacity,
+        "current_rps": r.current_rps,
+        "target_rps": r.target_rps,
+        "scaling_action": r.scaling_action.as_str(),
+        "reason_code": r.reason_code.as_str(),
+        "reason": r.reason,
+        "rps_window": r.rps_window,
+        "serving": r.serving,
+        "launching": r.launching,
+        "held": r.held,
+        "recommendation": r.recommendation,
+        "asg_desired": r.asg_desired,
+        "controller_id": r.controller_id,
+        "leader_epoch": r.leader_epoch,
+        "policy_hash": r.policy_hash,
+        "dry_run": r.dry_run,
+        "result": r.result.to_attr(),
+        "ttl": r.ttl,
+    })
 }
 
 fn simulate(a: SimArgs) -> anyhow::Result<ExitCode> {
@@ -442,17 +701,21 @@ fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         .controller_id
         .clone()
         .unwrap_or_else(default_controller_id);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let rt = runtime()?;
     match a.backend {
         Backend::Aws => {
-            eprintln!(
-                "error: --backend aws is not available yet in this version; use --backend local"
-            );
-            Ok(ExitCode::from(EXIT_USAGE))
+            let Some(prefix) = a.table_prefix.clone().filter(|p| !p.is_empty()) else {
+                eprintln!("error: --backend aws needs --table-prefix (MRGC_TABLE_PREFIX)");
+                return Ok(ExitCode::from(EXIT_USAGE));
+            };
+            if !set.pools.values().any(|p| p.region(&a.region).is_some()) {
+                eprintln!(
+                    "error: no pool has a policy for region {0}: add a [regions.{0}] section or pick another --region",
+                    a.region
+                );
+                return Ok(ExitCode::from(EXIT_USAGE));
+            }
+            rt.block_on(run_aws(set, a, prefix, controller_id))
         }
         Backend::Local => {
             println!(
@@ -490,6 +753,80 @@ fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+    }
+}
+
+async fn run_aws(
+    set: PolicySet,
+    a: RunArgs,
+    prefix: String,
+    controller_id: String,
+) -> anyhow::Result<ExitCode> {
+    let metrics = Metrics::new();
+    let mut opts = AwsOptions::new(&a.region, &prefix, a.endpoint_url.clone());
+    opts.cloudwatch = !a.no_cloudwatch;
+    let aws = AwsBackends::build(&opts, &metrics).await;
+    match tables::verify_tables(&aws.clients, &schema::ALL).await {
+        Ok(warnings) => {
+            for w in warnings {
+                tracing::warn!("{w}");
+            }
+        }
+        Err(e @ (TablesError::Missing(_) | TablesError::Differ(_))) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context("checking the tables")),
+    }
+    println!(
+        "backend: aws in {} (tables {prefix}-*{}); controller {controller_id}; policies hash {}",
+        a.region,
+        a.endpoint_url
+            .as_deref()
+            .map(|u| format!(", endpoint {u}"))
+            .unwrap_or_default(),
+        set.hash
+    );
+    let (backends, leases) = aws.ports();
+    let opts = ServiceOptions {
+        settings: Settings {
+            region: a.region.clone(),
+            controller_id: controller_id.clone(),
+            dry_run: a.dry_run,
+            record_heartbeat: a.record_heartbeat,
+        },
+        interval: a.interval,
+        election: ElectionConfig::new(&a.region, &controller_id),
+    };
+    let deps = ServiceDeps {
+        backends,
+        leases,
+        clock: std::sync::Arc::new(TokioClock::new(1.0)),
+    };
+    run_service(set, opts, deps, metrics, shutdown_signal(), |_| {}).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

@@ -1,3 +1,4 @@
 //! Implementations of the ports.
 
+pub mod aws;
 pub mod memory;

@@ -2,8 +2,8 @@
 //! own registry, so tests and simulations never share counters.
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    CounterVec, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 #[derive(Clone)]
@@ -25,6 +25,7 @@ pub struct Metrics {
     pub aws_calls: IntCounterVec,
     pub aws_errors: IntCounterVec,
     pub aws_throttles: IntCounterVec,
+    pub dynamodb_capacity: CounterVec,
     pub leader: IntGauge,
     pub leader_epoch: IntGauge,
     pub policy_reloads: IntCounterVec,
@@ -149,6 +150,13 @@ impl Metrics {
                     "AWS API calls throttled (by AWS or by our own rate limit)."
                 ),
                 &["service", "operation"]
+            )),
+            dynamodb_capacity: reg!(CounterVec::new(
+                opts(
+                    "dynamodb_capacity_units_total",
+                    "DynamoDB capacity units consumed, as DynamoDB reports them, by table and kind (read, write)."
+                ),
+                &["table", "kind"]
             )),
             leader: reg!(IntGauge::with_opts(opts(
                 "leader",

@@ -1,0 +1,380 @@
+//! A pool's instances in one region, joined with routing health and the latest cleanup
+//! validation (DESIGN §4), at a read cost that stays flat as the pool grows:
+//!
+//! - instances: one Query of `model-pool-index` (pool, region), paged past 1 MB;
+//! - routing health: one Query of `region-score-index` for the whole region, shared by the
+//!   pools of one cycle (`join_max_age`). A BatchGetItem of the pool's instances would cost
+//!   0.5 read unit *per item* (each item is rounded up to 4 KB), about 25 units for 50
+//!   instances; the Query sums the item sizes before rounding: about 1–3 units for the region.
+//!   Routing items without a `routing_score` are not in that index: routers cannot route to
+//!   them either, and the instance then counts as if it had no routing item (not unhealthy);
+//! - cleanup validation: failures are rare and validation records are history, so the fleet's
+//!   failed validations are kept in memory, refreshed once per cycle by one Query of
+//!   `status-timestamp-index` for the failures since the newest one seen (the first read takes
+//!   them all). Only for an instance of the pool with a failure since it launched is its newest
+//!   later validation looked up (a later pass clears it; that answer is remembered). A Query
+//!   per instance would cost 0.5 read unit per instance and cycle.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use crate::core::{Health, InstanceRecord, InstanceState, Validation};
+use crate::ports::{Inventory, PoolInventory, PortResult};
+use crate::schema;
+
+use super::item::{self, BadItem, Item};
+use super::{AwsClients, query_pages};
+
+/// Slack before the oldest launch time when looking for failed validations (clock skew
+/// between the instance and the car wash).
+const VALIDATION_SLACK_SECS: i64 = 3_600;
+
+/// The cleanup-validation table's TTL: older failures are forgotten.
+const FAILURE_HORIZON_SECS: i64 = 90 * 86_400;
+
+/// Settled failures remembered, at most (then forgotten at once and looked up again).
+const SUPERSEDED_CAPACITY: usize = 100_000;
+
+/// Failed cleanup validations of the whole fleet (the table has no region), shared by every
+/// pool: the newest failure per instance, read incrementally.
+#[derive(Default)]
+struct Failures {
+    fetched: Option<Instant>,
+    /// Newest failure time seen (Unix seconds).
+    watermark: Option<i64>,
+    /// instance → (newest failure time, its key text as stored)
+    newest: HashMap<String, (f64, String)>,
+    /// (instance, failure key text) whose failure a later validation superseded.
+    superseded: HashSet<(String, String)>,
+}
+
+struct RoutingSnapshot {
+    region: String,
+    fetched: Instant,
+    health: HashMap<String, Result<Health, BadItem>>,
+}
+
+pub struct DynamoInventory {
+    c: Arc<AwsClients>,
+    instances_table: String,
+    routing_table: String,
+    cleanup_table: String,
+    join_max_age: Duration,
+    routing: Mutex<Option<RoutingSnapshot>>,
+    failures: Mutex<Failures>,
+}
+
+impl DynamoInventory {
+    pub fn new(c: Arc<AwsClients>, join_max_age: Duration) -> Self {
+        DynamoInventory {
+            instances_table: c.table(&schema::GPU_INSTANCES),
+            routing_table: c.table(&schema::ROUTING_STATE),
+            cleanup_table: c.table(&schema::CLEANUP_VALIDATION),
+            c,
+            join_max_age,
+            routing: Mutex::new(None),
+            failures: Mutex::new(Failures::default()),
+        }
+    }
+
+    /// Forget the shared routing snapshot: the next pool reads routing health afresh. (Tests
+    /// that run cycles back to back in less than `join_max_age` use it to count the reads one
+    /// cycle makes.)
+    pub async fn invalidate_joins(&self) {
+        *self.routing.lock().await = None;
+        self.failures.lock().await.fetched = None;
+    }
+
+    async fn instances(&self, pool: &str, region: &str) -> PortResult<(Vec<InstanceRecord>, u32)> {
+        let idx = index(&schema::GPU_INSTANCES, "model-pool-index");
+        let items = query_pages(
+            &self.c,
+            &self.instances_table,
+            &format!("reading the instances of {pool} in {region}"),
+            None,
+            || {
+                self.c
+                    .ddb
+                    .query()
+                    .table_name(&self.instances_table)
+                    .index_name(idx.name)
+                    .key_condition_expression("#p = :p AND #r = :r")
+                    .expression_attribute_names("#p", idx.hash.name)
+                    .expression_attribute_names("#r", idx.range.map_or("region", |k| k.name))
+                    .expression_attribute_values(":p", item::s(pool))
+                    .expression_attribute_values(":r", item::s(region))
+            },
+        )
+        .await?;
+        let mut out = Vec::with_capacity(items.len());
+        let mut skipped = 0u32;
+        for it in &items {
+            match parse_instance(it) {
+                Ok(rec) => out.push(rec),
+                Err(p) => {
+                    skipped = skipped.saturating_add(1);
+                    self.c.bad.report(
+                        schema::GPU_INSTANCES.suffix,
+                        &item::key_text(it, &["instance_id"]),
+                        &p,
+                    );
+                }
+            }
+        }
+        Ok((out, skipped))
+    }
+
+    /// Routing health of every instance in `region`, at most `join_max_age` old.
+    async fn routing_health(
+        &self,
+        region: &str,
+    ) -> PortResult<HashMap<String, Result<Health, BadItem>>> {
+        let mut cache = self.routing.lock().await;
+        if let Some(s) = cache.as_ref()
+            && s.region == region
+            && s.fetched.elapsed() < self.join_max_age
+        {
+            return Ok(s.health.clone());
+        }
+        let idx = index(&schema::ROUTING_STATE, "region-score-index");
+        let items = query_pages(
+            &self.c,
+            &self.routing_table,
+            &format!("reading routing health in {region}"),
+            None,
+            || {
+                self.c
+                    .ddb
+                    .query()
+                    .table_name(&self.routing_table)
+                    .index_name(idx.name)
+                    .key_condition_expression("#r = :r")
+                    .expression_attribute_names("#r", idx.hash.name)
+                    .expression_attribute_values(":r", item::s(region))
+            },
+        )
+        .await?;
+        let mut health = HashMap::with_capacity(items.len());
+        for it in &items {
+            // An item without a usable id cannot be joined to anything: nothing to count.
+            if let Ok(id) = item::string(it, "instance_id") {
+                health.insert(
+                    id.to_string(),
+                    item::enumerated(it, "health_status", Health::parse),
+                );
+            }
+        }
+        *cache = Some(RoutingSnapshot {
+            region: region.to_string(),
+            fetched: Instant::now(),
+            health: health.clone(),
+        });
+        Ok(health)
+    }
+
+    /// Bring the shared view of failed validations up to date: at most once per
+    /// `join_max_age`, one Query for the failures since the newest one already seen (less
+    /// `VALIDATION_SLACK_SECS` for late writers); the first read takes all of them.
+    async fn refresh_failures(&self, f: &mut Failures) -> PortResult<()> {
+        if f.fetched.is_some_and(|t| t.elapsed() < self.join_max_age) {
+            return Ok(());
+        }
+        let since = f
+            .watermark
+            .map_or(0, |w| (w - VALIDATION_SLACK_SECS).max(0));
+        let idx = index(&schema::CLEANUP_VALIDATION, "status-timestamp-index");
+        let items = query_pages(
+            &self.c,
+            &self.cleanup_table,
+            "reading failed cleanup validations",
+            None,
+            || {
+                self.c
+                    .ddb
+                    .query()
+                    .table_name(&self.cleanup_table)
+                    .index_name(idx.name)
+                    .key_condition_expression("#s = :s AND #t >= :t")
+                    .expression_attribute_names("#s", idx.hash.name)
+                    .expression_attribute_names(
+                        "#t",
+                        idx.range.map_or("validation_timestamp", |k| k.name),
+                    )
+                    .expression_attribute_values(":s", item::s(Validation::Failed.as_str()))
+                    .expression_attribute_values(":t", item::n(since))
+            },
+        )
+        .await?;
+        for it in &items {
+            let parsed = item::string(it, "instance_id").and_then(|id| {
+                let ts = item::number(it, "validation_timestamp")?;
+                Ok((id, ts))
+            });
+            match parsed {
+                Ok((id, ts)) => {
+                    let raw = item::get_raw_number(it, "validation_timestamp").unwrap_or_default();
+                    let newer = f.newest.get(id).is_none_or(|(t, _)| ts > *t);
+                    if newer {
+                        f.newest.insert(id.to_string(), (ts, raw));
+                    }
+                    f.watermark = Some(f.watermark.map_or(ts as i64, |w| w.max(ts as i64)));
+                }
+                Err(p) => self.c.bad.report(
+                    schema::CLEANUP_VALIDATION.suffix,
+                    &item::key_text(it, &["instance_id", "validation_timestamp"]),
+                    &p,
+                ),
+            }
+        }
+        // Failures past the table's TTL (90 days) are gone from DynamoDB too.
+        if let Some(w) = f.watermark {
+            let horizon = (w - FAILURE_HORIZON_SECS) as f64;
+            f.newest.retain(|_, (t, _)| *t >= horizon);
+        }
+        f.fetched = Some(Instant::now());
+        Ok(())
+    }
+
+    /// The instances among `instances` whose latest cleanup validation failed.
+    async fn failed_validations(
+        &self,
+        instances: &[InstanceRecord],
+    ) -> PortResult<HashSet<String>> {
+        let mut f = self.failures.lock().await;
+        self.refresh_failures(&mut f).await?;
+        let mut failed = HashSet::new();
+        for i in instances {
+            let Some((ts, raw)) = f.newest.get(&i.instance_id).cloned() else {
+                continue;
+            };
+            // A validation from before the instance launched is not about it.
+            if ts < (i.launch_time_ms.div_euclid(1000) - VALIDATION_SLACK_SECS) as f64 {
+                continue;
+            }
+            let key = (i.instance_id.clone(), raw.clone());
+            if f.superseded.contains(&key) {
+                continue;
+            }
+            // Anything validated after the failure? The newest such validation decides.
+            let later = query_pages(
+                &self.c,
+                &self.cleanup_table,
+                &format!("reading the latest validation of {}", i.instance_id),
+                Some(1),
+                || {
+                    self.c
+                        .ddb
+                        .query()
+                        .table_name(&self.cleanup_table)
+                        .key_condition_expression("#i = :i AND #t > :t")
+                        .expression_attribute_names("#i", "instance_id")
+                        .expression_attribute_names("#t", "validation_timestamp")
+                        .expression_attribute_values(":i", item::s(&i.instance_id))
+                        .expression_attribute_values(":t", item::n(&raw))
+                        .scan_index_forward(false)
+                        .limit(1)
+                },
+            )
+            .await?;
+            let latest = match later.first() {
+                None => Validation::Failed,
+                Some(it) => match item::enumerated(it, "validation_status", Validation::parse) {
+                    Ok(v) => v,
+                    Err(p) => {
+                        // A malformed later record proves nothing: the failure stands.
+                        self.c.bad.report(
+                            schema::CLEANUP_VALIDATION.suffix,
+                            &item::key_text(it, &["instance_id", "validation_timestamp"]),
+                            &p,
+                        );
+                        Validation::Failed
+                    }
+                },
+            };
+            if latest == Validation::Failed {
+                failed.insert(i.instance_id.clone());
+            } else {
+                // Validation records are history: a later failure would be a newer failed
+                // item, which the next refresh sees. This one is settled for good.
+                if f.superseded.len() >= SUPERSEDED_CAPACITY {
+                    f.superseded.clear();
+                }
+                f.superseded.insert(key);
+            }
+        }
+        Ok(failed)
+    }
+}
+
+fn index(t: &schema::TableSchema, name: &str) -> schema::Index {
+    // The names passed here are literals of the schema module's own tables: a miss would be a
+    // typo caught by every test that reads instances, so fall back to a never-matching index
+    // rather than panic.
+    t.indexes
+        .iter()
+        .find(|i| i.name == name)
+        .copied()
+        .unwrap_or(schema::Index {
+            name: "missing-index",
+            hash: t.hash,
+            range: None,
+        })
+}
+
+/// One instance item, checked: the attributes counting needs must be present and typed.
+pub(crate) fn parse_instance(it: &Item) -> Result<InstanceRecord, BadItem> {
+    let instance_id = item::string(it, "instance_id")?.to_string();
+    let region = item::string(it, "region")?.to_string();
+    let model_pool = item::string(it, "model_pool")?.to_string();
+    let state = item::enumerated(it, "state", InstanceState::parse)?;
+    let last_heartbeat_ms = item::unix_secs_as_ms(it, "last_heartbeat")?;
+    let launch_time_ms = item::unix_secs_as_ms(it, "launch_time")?;
+    // queue_depth does not count capacity: a malformed one is not a reason to lose an
+    // instance.
+    let queue_depth = item::count(it, "queue_depth").unwrap_or(0);
+    Ok(InstanceRecord {
+        instance_id,
+        region,
+        model_pool,
+        state,
+        queue_depth,
+        last_heartbeat_ms,
+        launch_time_ms,
+        health: None,
+        validation: None,
+    })
+}
+
+#[async_trait]
+impl Inventory for DynamoInventory {
+    async fn pool_instances(&self, pool: &str, region: &str) -> PortResult<PoolInventory> {
+        let (mut instances, skipped) = self.instances(pool, region).await?;
+        if instances.is_empty() {
+            return Ok(PoolInventory { instances, skipped });
+        }
+        let health = self.routing_health(region).await?;
+        for i in &mut instances {
+            match health.get(&i.instance_id) {
+                Some(Ok(h)) => i.health = Some(*h),
+                Some(Err(p)) => self.c.bad.report(
+                    schema::ROUTING_STATE.suffix,
+                    &format!("instance_id={}", i.instance_id),
+                    p,
+                ),
+                None => {}
+            }
+        }
+        let failed = self.failed_validations(&instances).await?;
+        for i in &mut instances {
+            if failed.contains(&i.instance_id) {
+                i.validation = Some(Validation::Failed);
+            }
+        }
+        Ok(PoolInventory { instances, skipped })
+    }
+}
