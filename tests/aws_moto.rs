@@ -691,7 +691,7 @@ async fn routing_health_and_the_latest_cleanup_validation_join_the_instances() {
     let got: Vec<(&str, Option<Health>, Option<Validation>)> = inv
         .instances
         .iter()
-        .map(|i| (i.instance_id.as_str(), i.health, i.validation))
+        .map(|i| (&*i.instance_id, i.health, i.validation))
         .collect();
     assert_eq!(
         got,

@@ -8,6 +8,8 @@
 //! first, then the newest available ones; an instance's heartbeat is stamped by `advance`.
 
 use std::collections::{BTreeMap, HashMap};
+
+use rustc_hash::FxHashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -60,12 +62,15 @@ pub struct Calls {
     pub appends: u64,
 }
 
+/// Instance ids of one pool by region.
+type RegionIndex = FxHashMap<Arc<str>, Vec<Arc<str>>>;
+
 #[derive(Debug)]
 struct State {
     region: Arc<str>,
-    instances: HashMap<Arc<str>, Member>,
-    /// Instance ids by (pool, region): the model-pool-index.
-    by_pool: HashMap<(String, String), std::collections::BTreeSet<Arc<str>>>,
+    instances: FxHashMap<Arc<str>, Member>,
+    /// Instance ids by pool, then region, in insertion order: the model-pool-index.
+    by_pool: FxHashMap<Arc<str>, RegionIndex>,
     metrics: HashMap<String, BTreeMap<i64, f64>>,
     decisions: BTreeMap<(String, DecisionKey), DecisionRecord>,
     asgs: BTreeMap<String, MemoryAsg>,
@@ -89,8 +94,8 @@ impl MemoryRegion {
         MemoryRegion {
             state: Arc::new(Mutex::new(State {
                 region: Arc::from(region),
-                instances: HashMap::new(),
-                by_pool: HashMap::new(),
+                instances: FxHashMap::default(),
+                by_pool: FxHashMap::default(),
                 metrics: HashMap::new(),
                 decisions: BTreeMap::new(),
                 asgs: BTreeMap::new(),
@@ -153,9 +158,9 @@ impl MemoryRegion {
                 id.clone(),
                 Member {
                     rec: InstanceRecord {
-                        instance_id: id.to_string(),
-                        region: region.to_string(),
-                        model_pool: g.pool.to_string(),
+                        instance_id: id.clone(),
+                        region: region.clone(),
+                        model_pool: g.pool.clone(),
                         state: InstanceState::Available,
                         queue_depth: 0,
                         last_heartbeat_ms: now_ms,
@@ -172,6 +177,11 @@ impl MemoryRegion {
                 a.desired += 1;
             }
         }
+    }
+
+    /// The group's desired capacity (cheaper than cloning the group).
+    pub fn asg_desired(&self, name: &str) -> Option<u32> {
+        self.lock().asgs.get(name).map(|g| g.desired)
     }
 
     pub fn asg(&self, name: &str) -> Option<MemoryAsg> {
@@ -216,7 +226,7 @@ impl MemoryRegion {
     /// Put an instance item directly (tests; instances registered outside any ASG).
     pub fn put_instance(&self, rec: InstanceRecord, asg: Option<&str>) {
         let mut s = self.lock();
-        let id: Arc<str> = Arc::from(rec.instance_id.as_str());
+        let id: Arc<str> = rec.instance_id.clone();
         if let Some(a) = asg.and_then(|a| s.asgs.get_mut(a))
             && !a.members.contains(&id)
         {
@@ -299,21 +309,31 @@ impl MemoryRegion {
 
 impl State {
     fn insert_instance(&mut self, id: Arc<str>, m: Member) {
-        let key = (m.rec.model_pool.clone(), m.rec.region.clone());
+        let (pool, region) = (m.rec.model_pool.clone(), m.rec.region.clone());
         if let Some(old) = self.instances.insert(id.clone(), m) {
-            let old_key = (old.rec.model_pool, old.rec.region);
-            if let Some(set) = self.by_pool.get_mut(&old_key) {
-                set.remove(&id);
-            }
+            self.unindex(&id, &old.rec.model_pool, &old.rec.region);
         }
-        self.by_pool.entry(key).or_default().insert(id);
+        self.by_pool
+            .entry(pool)
+            .or_default()
+            .entry(region)
+            .or_default()
+            .push(id);
+    }
+
+    fn unindex(&mut self, id: &Arc<str>, pool: &str, region: &str) {
+        if let Some(set) = self
+            .by_pool
+            .get_mut(pool)
+            .and_then(|regions| regions.get_mut(region))
+        {
+            set.retain(|x| x != id);
+        }
     }
 
     fn remove_instance(&mut self, id: &Arc<str>) {
-        if let Some(old) = self.instances.remove(id)
-            && let Some(set) = self.by_pool.get_mut(&(old.rec.model_pool, old.rec.region))
-        {
-            set.remove(id);
+        if let Some(old) = self.instances.remove(id) {
+            self.unindex(id, &old.rec.model_pool, &old.rec.region);
         }
     }
 
@@ -368,9 +388,9 @@ impl State {
                     id.clone(),
                     Member {
                         rec: InstanceRecord {
-                            instance_id: id.to_string(),
-                            region: self.region.to_string(),
-                            model_pool: pool.to_string(),
+                            instance_id: id.clone(),
+                            region: self.region.clone(),
+                            model_pool: pool.clone(),
                             state: InstanceState::Launching,
                             queue_depth: 0,
                             last_heartbeat_ms: now_ms,
@@ -456,7 +476,8 @@ impl Inventory for MemoryRegion {
         }
         let instances = s
             .by_pool
-            .get(&(pool.to_string(), region.to_string()))
+            .get(pool)
+            .and_then(|regions| regions.get(region))
             .map(|ids| {
                 ids.iter()
                     .filter_map(|id| s.instances.get(id))

@@ -1,6 +1,7 @@
 //! Counting a pool's capacity from the instances, routing and cleanup tables (DESIGN §4).
 
 use std::fmt;
+use std::sync::Arc;
 
 use super::decide::Capacity;
 use super::policy::Instances;
@@ -101,9 +102,10 @@ impl Validation {
 /// One instance of a pool, joined with its routing health and latest cleanup validation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InstanceRecord {
-    pub instance_id: String,
-    pub region: String,
-    pub model_pool: String,
+    // Shared strings: an inventory is read every cycle, and cloning it must stay cheap.
+    pub instance_id: Arc<str>,
+    pub region: Arc<str>,
+    pub model_pool: Arc<str>,
     pub state: InstanceState,
     pub queue_depth: u32,
     pub last_heartbeat_ms: i64,

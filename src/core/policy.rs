@@ -106,6 +106,20 @@ pub struct Schedule {
     pub min: u32,
     /// Empty means every region of the pool.
     pub regions: Vec<String>,
+    /// The occurrence around the last `now` asked about: [start, next start). Cron searches
+    /// are costly and `now` moves slowly, so most calls reuse it.
+    pub(crate) memo: OccurrenceMemo,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct OccurrenceMemo(std::sync::Mutex<Option<(i64, i64)>>);
+
+impl Clone for OccurrenceMemo {
+    fn clone(&self) -> Self {
+        OccurrenceMemo(std::sync::Mutex::new(
+            *self.0.lock().unwrap_or_else(|p| p.into_inner()),
+        ))
+    }
 }
 
 impl PartialEq for Schedule {
@@ -125,13 +139,24 @@ impl Schedule {
             return false;
         };
         // The latest start at or before now; active if it is within `duration`.
-        match self.cron.find_previous_occurrence(&now, true) {
-            Ok(start) => {
-                let start: DateTime<Utc> = start;
-                let elapsed = now.signed_duration_since(start);
-                elapsed.num_milliseconds() < self.duration.as_millis() as i64
+        let duration = self.duration.as_millis() as i64;
+        let mut memo = self.memo.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((start, next)) = *memo
+            && start <= now_ms
+            && now_ms < next
+        {
+            return now_ms - start < duration;
+        }
+        let start: Option<DateTime<Utc>> = self.cron.find_previous_occurrence(&now, true).ok();
+        let next: Option<DateTime<Utc>> = self.cron.find_next_occurrence(&now, false).ok();
+        match (start, next) {
+            (Some(start), Some(next)) => {
+                let start = start.timestamp_millis();
+                *memo = Some((start, next.timestamp_millis()));
+                now_ms - start < duration
             }
-            Err(_) => false,
+            (Some(start), None) => now_ms - start.timestamp_millis() < duration,
+            _ => false,
         }
     }
 
@@ -1457,6 +1482,7 @@ fn parse_schedules(
                 duration: d,
                 min: m,
                 regions: sched_regions,
+                memo: OccurrenceMemo::default(),
             });
         }
     }

@@ -324,7 +324,7 @@ impl FleetView {
     fn look(region: &MemoryRegion, asg: &str) -> Self {
         let (available, mut pending) = region.fleet(asg);
         pending.sort_unstable();
-        let desired = region.asg(asg).map_or(0, |g| g.desired);
+        let desired = region.asg_desired(asg).unwrap_or(0);
         FleetView {
             available,
             pending,

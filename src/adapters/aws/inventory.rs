@@ -249,14 +249,14 @@ impl DynamoInventory {
         self.refresh_failures(&mut f).await?;
         let mut failed = HashSet::new();
         for i in instances {
-            let Some((ts, raw)) = f.newest.get(&i.instance_id).cloned() else {
+            let Some((ts, raw)) = f.newest.get(&*i.instance_id).cloned() else {
                 continue;
             };
             // A validation from before the instance launched is not about it.
             if ts < (i.launch_time_ms.div_euclid(1000) - VALIDATION_SLACK_SECS) as f64 {
                 continue;
             }
-            let key = (i.instance_id.clone(), raw.clone());
+            let key = (i.instance_id.to_string(), raw.clone());
             if f.superseded.contains(&key) {
                 continue;
             }
@@ -274,7 +274,7 @@ impl DynamoInventory {
                         .key_condition_expression("#i = :i AND #t > :t")
                         .expression_attribute_names("#i", "instance_id")
                         .expression_attribute_names("#t", "validation_timestamp")
-                        .expression_attribute_values(":i", item::s(&i.instance_id))
+                        .expression_attribute_values(":i", item::s(&*i.instance_id))
                         .expression_attribute_values(":t", item::n(&raw))
                         .scan_index_forward(false)
                         .limit(1)
@@ -297,7 +297,7 @@ impl DynamoInventory {
                 },
             };
             if latest == Validation::Failed {
-                failed.insert(i.instance_id.clone());
+                failed.insert(i.instance_id.to_string());
             } else {
                 // Validation records are history: a later failure would be a newer failed
                 // item, which the next refresh sees. This one is settled for good.
@@ -328,9 +328,9 @@ fn index(t: &schema::TableSchema, name: &str) -> schema::Index {
 
 /// One instance item, checked: the attributes counting needs must be present and typed.
 pub(crate) fn parse_instance(it: &Item) -> Result<InstanceRecord, BadItem> {
-    let instance_id = item::string(it, "instance_id")?.to_string();
-    let region = item::string(it, "region")?.to_string();
-    let model_pool = item::string(it, "model_pool")?.to_string();
+    let instance_id = item::string(it, "instance_id")?.into();
+    let region = item::string(it, "region")?.into();
+    let model_pool = item::string(it, "model_pool")?.into();
     let state = item::enumerated(it, "state", InstanceState::parse)?;
     let last_heartbeat_ms = item::unix_secs_as_ms(it, "last_heartbeat")?;
     let launch_time_ms = item::unix_secs_as_ms(it, "launch_time")?;
@@ -359,7 +359,7 @@ impl Inventory for DynamoInventory {
         }
         let health = self.routing_health(region).await?;
         for i in &mut instances {
-            match health.get(&i.instance_id) {
+            match health.get(&*i.instance_id) {
                 Some(Ok(h)) => i.health = Some(*h),
                 Some(Err(p)) => self.c.bad.report(
                     schema::ROUTING_STATE.suffix,
@@ -371,7 +371,7 @@ impl Inventory for DynamoInventory {
         }
         let failed = self.failed_validations(&instances).await?;
         for i in &mut instances {
-            if failed.contains(&i.instance_id) {
+            if failed.contains(&*i.instance_id) {
                 i.validation = Some(Validation::Failed);
             }
         }
