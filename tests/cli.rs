@@ -79,7 +79,12 @@ fn explain_prints_the_decision_and_its_reason() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
-    assert!(stdout.contains("decision    scale-up to 72"), "{stdout}");
+    // ceil(90 / 1.35) = 67, plus 10 % headroom = 74.
+    assert!(stdout.contains("decision    scale-up to 74"), "{stdout}");
+    assert!(
+        stdout.contains("scale up to ceil(rps/1.35) = 67 + headroom 10% = 74"),
+        "{stdout}"
+    );
     assert!(stdout.contains("reason_code above_band"), "{stdout}");
     assert!(
         stdout.contains("1.80 rps/instance (90.0 rps over 50 serving + 0 launching)"),

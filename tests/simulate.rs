@@ -12,7 +12,7 @@ use std::time::Duration;
 use mrgc_autoscaler::core::policy::{PolicySource, parse_sources};
 use mrgc_autoscaler::sim::engine::Summary;
 use mrgc_autoscaler::sim::run::{SimOptions, simulate};
-use mrgc_autoscaler::sim::scenario::{BASELINES, Model, PoolSpec, Scenario};
+use mrgc_autoscaler::sim::scenario::{BASELINES, Model, PoolSpec, REFERENCE_BAND, Scenario};
 use mrgc_autoscaler::sim::trace::Trace;
 use mrgc_autoscaler::sim::traffic::Scale;
 
@@ -61,6 +61,7 @@ fn scenario(rates: &[f64]) -> Scenario {
             launch_time: None,
         }],
         baselines: BASELINES.iter().map(|s| s.to_string()).collect(),
+        baseline_band: REFERENCE_BAND,
     }
 }
 

@@ -386,6 +386,18 @@ impl PoolHistory {
     }
 }
 
+/// "ceil(rps/1.35) = 67 + headroom 10% = 74": how a recommendation was reached.
+fn wanted_text(policy: &PoolPolicy, rps: f64, rec: u32) -> String {
+    let base = instances_for(rps, policy.band.setpoint);
+    match policy.band.headroom {
+        Some(h) if rec > base => format!(
+            "ceil(rps/{:?}) = {base} + headroom {h} = {rec}",
+            policy.band.setpoint
+        ),
+        _ => format!("ceil(rps/{:?}) = {rec}", policy.band.setpoint),
+    }
+}
+
 /// ceil(rps / setpoint) with a small tolerance so 2.5 / 1.25 is 2, not 3.
 pub fn instances_for(rps: f64, per_instance: f64) -> u32 {
     if rps <= 0.0 || per_instance <= 0.0 {
@@ -508,13 +520,20 @@ pub fn decide(
                     ReasonCode::NoCapacity,
                     rec.max(1),
                     format!(
-                        "{rps:.1} rps with no capacity; scale up to ceil({rps:.1}/{:?}) = {}",
-                        band.setpoint,
-                        rec.max(1)
+                        "{rps:.1} rps with no capacity; scale up to {}",
+                        wanted_text(policy, rps, rec.max(1))
                     ),
                 )
             } else if u > band.high {
-                scale_up(policy, history, now_ms, current, rec, &head)
+                scale_up(
+                    policy,
+                    history,
+                    now_ms,
+                    current,
+                    rec,
+                    &head,
+                    &wanted_text(policy, rps, rec),
+                )
             } else if u < band.low && current > 0 {
                 scale_down(policy, history, now_ms, current, rec, &head)
             } else if current == 0 {
@@ -660,6 +679,7 @@ fn scale_up(
     current: u32,
     rec: u32,
     head: &str,
+    wanted: &str,
 ) -> (ReasonCode, u32, String) {
     let su = &policy.scale_up;
     if let Some(t) = history.last_scale_up_ms {
@@ -684,8 +704,8 @@ fn scale_up(
             ReasonCode::ScaleUpLimited,
             limit,
             format!(
-                "{head} is above {:?}; wants ceil(rps/{:?}) = {rec} but scale_up.max_step {} allows +{allowance}; scale up to {limit}",
-                policy.band.high, policy.band.setpoint, su.max_step
+                "{head} is above {:?}; wants {wanted} but scale_up.max_step {} allows +{allowance}; scale up to {limit}",
+                policy.band.high, su.max_step
             ),
         )
     } else {
@@ -693,8 +713,8 @@ fn scale_up(
             ReasonCode::AboveBand,
             rec,
             format!(
-                "{head} is above {:?}; scale up to ceil(rps/{:?}) = {rec}",
-                policy.band.high, policy.band.setpoint
+                "{head} is above {:?}; scale up to {wanted}",
+                policy.band.high
             ),
         )
     }

@@ -249,7 +249,8 @@ async fn run_job(scenario: &Scenario, inp: &PoolInputs<'_>, job: &Job) -> RunRes
     let (min, max) = reference
         .region(&scenario.region)
         .map_or((0, u32::MAX), |r| (r.min, r.max));
-    let band = reference.band;
+    // The yardsticks use the scenario's fixed band, never the policy under test's.
+    let band = scenario.baseline_band;
     let rate0 = inp.rate.at(0);
     let opening = crate::core::decide::instances_for(rate0, band.setpoint).clamp(min, max);
     match job {

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::core::policy::{self, PoolPolicy};
+use crate::core::policy::{self, Band, PoolPolicy};
 
 use super::trace::Trace;
 use super::traffic::Scale;
@@ -83,7 +83,18 @@ pub struct Scenario {
     pub pools: Vec<PoolSpec>,
     /// Baselines to run beside the policies.
     pub baselines: Vec<String>,
+    /// The band the baselines (and the oracle) aim for: the product's target, fixed so that
+    /// tuning a policy never moves the yardsticks. Default 1.0–1.5, setpoint 1.25.
+    pub baseline_band: Band,
 }
+
+/// The product's target band: 1.0–1.5 RPS per instance, setpoint in the middle.
+pub const REFERENCE_BAND: Band = Band {
+    low: 1.0,
+    high: 1.5,
+    setpoint: 1.25,
+    headroom: None,
+};
 
 pub const BASELINES: [&str; 4] = ["oracle", "static-peak", "hpa", "target-tracking"];
 
@@ -112,6 +123,8 @@ struct RawScenario {
     model: RawModel,
     #[serde(default)]
     baselines: Option<Vec<String>>,
+    /// [low, high] of the baselines' band (setpoint in the middle).
+    baseline_band: Option<[f64; 2]>,
     #[serde(rename = "pool")]
     pools: Vec<RawPool>,
 }
@@ -249,6 +262,21 @@ impl Scenario {
                 )));
             }
         }
+        let baseline_band = match raw.baseline_band {
+            None => REFERENCE_BAND,
+            Some([low, high]) if low > 0.0 && low < high && high <= policy::MAX_BAND_RPS => Band {
+                low,
+                high,
+                setpoint: (low + high) / 2.0,
+                headroom: None,
+            },
+            Some([low, high]) => {
+                return Err(invalid(format!(
+                    "baseline_band = [{low}, {high}] must satisfy 0 < low < high ≤ {}",
+                    policy::MAX_BAND_RPS
+                )));
+            }
+        };
         if raw.pools.is_empty() {
             return Err(invalid("the scenario has no [[pool]]".into()));
         }
@@ -323,6 +351,7 @@ impl Scenario {
             model,
             pools,
             baselines,
+            baseline_band,
         })
     }
 
@@ -377,6 +406,7 @@ impl Scenario {
             model,
             pools,
             baselines: BASELINES.iter().map(|s| s.to_string()).collect(),
+            baseline_band: REFERENCE_BAND,
         })
     }
 }
