@@ -5,7 +5,6 @@
 //! - one reconcile cycle over 1,000 pools against the in-memory region (goal: under 50 ms).
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mrgc_autoscaler::adapters::memory::MemoryRegion;
@@ -105,13 +104,7 @@ fn bench_cycle(pools: usize, instances_per_pool: u32, cycles: usize) {
         }
     }
     let mut rec = Reconciler::new(
-        Backends {
-            metrics: Arc::new(region.clone()),
-            inventory: Arc::new(region.clone()),
-            actuator: Arc::new(region.clone()),
-            log: Arc::new(region.clone()),
-            gauges: None,
-        },
+        Backends::in_memory(&region),
         Settings {
             region: "us-east-1".into(),
             controller_id: "bench".into(),

@@ -46,13 +46,7 @@ fn region() -> MemoryRegion {
 
 fn reconciler(r: &MemoryRegion, dry_run: bool) -> Reconciler {
     Reconciler::new(
-        Backends {
-            metrics: Arc::new(r.clone()),
-            inventory: Arc::new(r.clone()),
-            actuator: Arc::new(r.clone()),
-            log: Arc::new(r.clone()),
-            gauges: None,
-        },
+        Backends::in_memory(r),
         Settings {
             region: REGION.into(),
             controller_id: "test-1".into(),
@@ -321,13 +315,7 @@ async fn the_service_loop_leads_reconciles_and_releases_on_shutdown() {
     let clock = Arc::new(TokioClock::starting_at(T0, 1.0));
     let metrics = Metrics::new();
     let deps = ServiceDeps {
-        backends: Backends {
-            metrics: Arc::new(r.clone()),
-            inventory: Arc::new(r.clone()),
-            actuator: Arc::new(r.clone()),
-            log: Arc::new(r.clone()),
-            gauges: None,
-        },
+        backends: Backends::in_memory(&r),
         leases: Arc::new(r.clone()),
         clock,
     };

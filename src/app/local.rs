@@ -128,13 +128,7 @@ pub async fn run_local<W: Write + Send>(
         replays.push((p.pool.clone(), arrivals));
     }
 
-    let backends = Backends {
-        metrics: Arc::new(region.clone()),
-        inventory: Arc::new(region.clone()),
-        actuator: Arc::new(region.clone()),
-        log: Arc::new(region.clone()),
-        gauges: None,
-    };
+    let backends = Backends::in_memory(&region);
     let settings = Settings {
         region: opts.region.clone(),
         controller_id: opts.controller_id.clone(),

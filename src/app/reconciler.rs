@@ -31,6 +31,19 @@ pub struct Backends {
     pub gauges: Option<Arc<dyn GaugeSink>>,
 }
 
+impl Backends {
+    /// Every port on one in-memory region (tests, the embedded run, the simulator).
+    pub fn in_memory(region: &crate::adapters::memory::MemoryRegion) -> Self {
+        Backends {
+            metrics: Arc::new(region.clone()),
+            inventory: Arc::new(region.clone()),
+            actuator: Arc::new(region.clone()),
+            log: Arc::new(region.clone()),
+            gauges: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub region: String,

@@ -5,7 +5,6 @@
 //! with their own rules; the oracle is computed from the rate. Every run is scored by the same
 //! `Accumulator`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::adapters::memory::MemoryRegion;
@@ -175,6 +174,32 @@ impl Accumulator {
         let (s, l, d) = (f64::from(serving), f64::from(launching), f64::from(desired));
         self.series.push(t, f64::from(arrivals), s, l, d, over);
         self.chart.push(t, f64::from(arrivals), s, l, d, over);
+    }
+
+    /// Finish a run of `inputs` into its result.
+    fn into_result(
+        self,
+        inputs: &PoolInputs<'_>,
+        label: &str,
+        (ups, downs): (u64, u64),
+        marks: Vec<u64>,
+        is_baseline: bool,
+    ) -> RunResult {
+        let (summary, series, chart) = self.finish(
+            &inputs.spec.name,
+            label,
+            &inputs.spec.trace.name,
+            &inputs.model,
+            ups,
+            downs,
+        );
+        RunResult {
+            summary,
+            series,
+            chart,
+            marks,
+            is_baseline,
+        }
     }
 
     pub fn finish(
@@ -376,13 +401,7 @@ pub async fn run_policy(inputs: &PoolInputs<'_>, label: &str, policy: &PoolPolic
     };
     let pool_policy = &set.pools[&inputs.spec.name];
     let mut reconciler = Reconciler::new(
-        Backends {
-            metrics: Arc::new(region.clone()),
-            inventory: Arc::new(region.clone()),
-            actuator: Arc::new(region.clone()),
-            log: Arc::new(region.clone()),
-            gauges: None,
-        },
+        Backends::in_memory(&region),
         Settings {
             region: region_name.to_string(),
             controller_id: "simulator".into(),
@@ -442,21 +461,7 @@ pub async fn run_policy(inputs: &PoolInputs<'_>, label: &str, policy: &PoolPolic
             fleet.desired,
         );
     }
-    let (summary, series, chart) = acc.finish(
-        &inputs.spec.name,
-        label,
-        &inputs.spec.trace.name,
-        &inputs.model,
-        ups,
-        downs,
-    );
-    RunResult {
-        summary,
-        series,
-        chart,
-        marks,
-        is_baseline: false,
-    }
+    acc.into_result(inputs, label, (ups, downs), marks, false)
 }
 
 fn unreachable_run(inputs: &PoolInputs<'_>, label: &str) -> ! {
@@ -514,21 +519,7 @@ pub async fn run_baseline(
             fleet.desired,
         );
     }
-    let (summary, series, chart) = acc.finish(
-        &inputs.spec.name,
-        label,
-        &inputs.spec.trace.name,
-        &inputs.model,
-        ups,
-        downs,
-    );
-    RunResult {
-        summary,
-        series,
-        chart,
-        marks: Vec::new(),
-        is_baseline: true,
-    }
+    acc.into_result(inputs, label, (ups, downs), Vec::new(), true)
 }
 
 /// Score precomputed per-second serving/launching counts (the oracle).
@@ -559,21 +550,7 @@ pub fn run_counts(
             total,
         );
     }
-    let (summary, series, chart) = acc.finish(
-        &inputs.spec.name,
-        label,
-        &inputs.spec.trace.name,
-        &inputs.model,
-        ups,
-        downs,
-    );
-    RunResult {
-        summary,
-        series,
-        chart,
-        marks: Vec::new(),
-        is_baseline: true,
-    }
+    acc.into_result(inputs, label, (ups, downs), Vec::new(), true)
 }
 
 #[cfg(test)]
