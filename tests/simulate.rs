@@ -358,3 +358,57 @@ fn a_bad_trace_names_its_line() {
         "{err}"
     );
 }
+
+#[test]
+fn on_a_ramp_the_forecast_scales_up_a_launch_time_before_demand_leaves_the_band() {
+    // 20 minutes flat at 30 rps, then +0.25 rps a minute. The policy starts with
+    // ceil(30 / 1.25) = 24 instances, so demand leaves the band (above 1.5 × 24 = 36 rps)
+    // in minute 44. Launch time: 6 minutes; reconcile every 30 s.
+    let rates: Vec<f64> = (0..70)
+        .map(|m| {
+            if m < 20 {
+                30.0
+            } else {
+                30.0 + 0.25 * f64::from(m - 19)
+            }
+        })
+        .collect();
+    let leaves_band = 60
+        * rates
+            .iter()
+            .position(|&r| r > 36.0)
+            .expect("leaves the band") as u64;
+    assert_eq!(leaves_band, 44 * 60);
+    let mut sc = scenario(&rates);
+    sc.model.launch_time = Duration::from_secs(360);
+    let mut policy = sc.pools[0].policies[0].1.clone();
+    policy.forecast.mode = mrgc_autoscaler::core::policy::ForecastMode::Trend;
+    sc.pools[0].policies = vec![("trend".into(), policy.clone())];
+    sc.baselines = vec![];
+    let out = simulate(&sc, &SimOptions::default()).expect("simulate");
+    let run = &out.results[0];
+    let first = *run
+        .marks
+        .first()
+        .unwrap_or_else(|| panic!("no forecast-driven scale-up: {:#?}", run.summary));
+    assert!(
+        first + 360 <= leaves_band + 30,
+        "forecast scale-up at {first} s, demand leaves the band at {leaves_band} s"
+    );
+    // And it was early enough to matter: nothing over capacity, unlike the reactive policy.
+    assert_eq!(run.summary.over_capacity_pct, 0.0, "{:#?}", run.summary);
+    policy.forecast.mode = mrgc_autoscaler::core::policy::ForecastMode::Off;
+    sc.pools[0].policies = vec![("off".into(), policy)];
+    let reactive = simulate(&sc, &SimOptions::default()).expect("simulate");
+    assert!(reactive.results[0].marks.is_empty());
+    // Without the forecast the first scale-up comes only after demand left the band.
+    let first_up = |r: &mrgc_autoscaler::sim::engine::RunResult| {
+        r.series
+            .windows(2)
+            .find(|w| w[1].desired > w[0].desired)
+            .map(|w| w[1].t)
+    };
+    assert_eq!(first_up(run), Some(first));
+    let late = first_up(&reactive.results[0]).expect("the reactive policy scales up");
+    assert!(late > leaves_band, "reactive scale-up at {late} s");
+}
