@@ -59,6 +59,7 @@ fn bench_decide(iterations: usize) {
             desired: 55,
         },
         seasonal: vec![],
+        learned_launch: None,
     };
     let mut times = Vec::with_capacity(iterations);
     let mut sink = 0u64;

@@ -662,6 +662,7 @@ fn explain(a: ExplainArgs) -> anyhow::Result<ExitCode> {
             desired: current,
         },
         seasonal: vec![],
+        learned_launch: None,
     };
     let d = decide(policy, &a.region, &obs, &PoolHistory::default(), now_ms);
     println!(

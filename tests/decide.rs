@@ -113,6 +113,7 @@ fn run(c: &Case) -> mrgc_autoscaler::core::Decision {
             desired: c.asg_desired.unwrap_or(c.serving + c.launching + c.held),
         },
         seasonal: vec![],
+        learned_launch: None,
     };
     decide(&p, "us-east-1", &obs, &h, NOW)
 }
@@ -439,6 +440,7 @@ fn asg_desired_adds_held_and_respects_the_groups_bounds() {
             desired: 53,
         },
         seasonal: vec![],
+        learned_launch: None,
     };
     let d = decide(&p, "us-east-1", &obs, &PoolHistory::default(), NOW);
     assert_eq!(d.desired, 80);
@@ -464,6 +466,7 @@ fn a_region_without_policy_is_left_alone() {
             desired: 3,
         },
         seasonal: vec![],
+        learned_launch: None,
     };
     let d = decide(&p, "eu-west-1", &obs, &PoolHistory::default(), NOW);
     assert_eq!(
@@ -521,6 +524,7 @@ fn observation(samples: &[(i64, f64)], serving: u32, launching: u32, held: u32) 
             desired: serving + launching + held,
         },
         seasonal: vec![],
+        learned_launch: None,
     }
 }
 
@@ -631,6 +635,7 @@ fn ramp_obs(serving: u32, start_rps: f64, per_min: f64, minutes: i64) -> Observa
             desired: serving,
         },
         seasonal: vec![],
+        learned_launch: None,
     }
 }
 

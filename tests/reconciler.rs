@@ -369,3 +369,50 @@ async fn the_service_loop_leads_reconciles_and_releases_on_shutdown() {
     );
     assert_eq!(metrics.leader.get(), 0);
 }
+
+#[tokio::test]
+async fn the_launch_time_is_learned_and_exported() {
+    let r = MemoryRegion::new(REGION, 7);
+    r.create_asg(
+        "asg-model-a",
+        "model-a",
+        0,
+        100,
+        Duration::from_secs(240),
+        Duration::ZERO,
+    );
+    r.create_asg(
+        "asg-model-b",
+        "model-b",
+        0,
+        100,
+        Duration::from_secs(240),
+        Duration::ZERO,
+    );
+    r.warm_start("asg-model-a", 4, T0);
+    r.warm_start("asg-model-b", 4, T0);
+    let p = policies();
+    let mut rec = reconciler(&r, false);
+    // 20 rps on 4 instances: model-a grows to 16, launching 12 instances that serve after 240 s.
+    for i in 0..20 {
+        let t = T0 + i * 30_000;
+        traffic(&r, t - 300_000, t, 20.0, 5.0);
+        r.advance(t);
+        rec.reconcile_all(&p, t, &Leadership::sole()).await;
+    }
+    let text = rec.metrics().render();
+    assert!(
+        text.contains(
+            "mrgc_autoscaler_launch_time_p90_seconds{pool=\"model-a\",region=\"us-east-1\"} 240"
+        ),
+        "{}",
+        text.lines()
+            .filter(|l| l.contains("launch_time"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        !text.contains("launch_time_p90_seconds{pool=\"model-b\""),
+        "model-b launched too few to learn from"
+    );
+}

@@ -16,6 +16,7 @@ pub struct Metrics {
     pub pool_desired: IntGaugeVec,
     pub pool_utilisation: GaugeVec,
     pub metrics_age: GaugeVec,
+    pub launch_time_p90: GaugeVec,
     pub decisions: IntCounterVec,
     pub decision_results: IntCounterVec,
     pub decisions_recorded: IntCounterVec,
@@ -85,6 +86,13 @@ impl Metrics {
             )),
             pool_utilisation: reg!(GaugeVec::new(
                 opts("pool_utilisation", "RPS per counted instance."),
+                pool
+            )),
+            launch_time_p90: reg!(GaugeVec::new(
+                opts(
+                    "launch_time_p90_seconds",
+                    "Learned launch time (launch to first available heartbeat), 90th percentile of recent launches."
+                ),
                 pool
             )),
             metrics_age: reg!(GaugeVec::new(

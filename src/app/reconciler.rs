@@ -142,6 +142,7 @@ pub struct CycleReport {
 #[derive(Debug, Default)]
 struct PoolState {
     history: PoolHistory,
+    launch_times: capacity::LaunchTimes,
     last_recorded: Option<(ReasonCode, Action, u32, i64)>,
     failures: u32,
     next_try_ms: i64,
@@ -310,16 +311,31 @@ impl Reconciler {
             now_ms,
             inventory.skipped,
         );
+        let st = self.pools.entry(policy.pool.clone()).or_default();
+        st.launch_times.observe(&inventory.instances);
+        let learned_launch = st.launch_times.p90();
         let seasonal = if policy.forecast.mode == ForecastMode::Seasonal {
-            self.seasonal(policy, &region, now_ms).await
+            let horizon = policy
+                .forecast
+                .horizon
+                .or(learned_launch)
+                .unwrap_or(policy.instances.launch_time);
+            self.seasonal(policy, &region, now_ms, horizon).await
         } else {
             Vec::new()
         };
+        if let Some(l) = learned_launch {
+            self.metrics
+                .launch_time_p90
+                .with_label_values(&[&policy.pool, &region])
+                .set(l.as_secs_f64());
+        }
         let obs = Observation {
             samples,
             capacity,
             asg,
             seasonal,
+            learned_launch,
         };
 
         // Decide.
@@ -432,9 +448,15 @@ impl Reconciler {
 
     /// Traffic one day and one week ago, around now and over the following horizon. A failed
     /// read only loses the seasonal part of the forecast.
-    async fn seasonal(&self, policy: &PoolPolicy, region: &str, now_ms: i64) -> Vec<SeasonalRef> {
+    async fn seasonal(
+        &self,
+        policy: &PoolPolicy,
+        region: &str,
+        now_ms: i64,
+        horizon: Duration,
+    ) -> Vec<SeasonalRef> {
         let window = policy.metrics.window.as_millis() as i64;
-        let horizon = policy.forecast_horizon().as_millis() as i64 + 60_000;
+        let horizon = horizon.as_millis() as i64 + 60_000;
         let mut out = Vec::new();
         for lag in [86_400_000i64, 7 * 86_400_000] {
             let then = now_ms - lag;

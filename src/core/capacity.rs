@@ -180,6 +180,71 @@ pub fn asg_desired(target_serving: u32, held: u32, asg_min: u32, asg_max: u32) -
         .clamp(asg_min, asg_max.max(asg_min))
 }
 
+/// Launch times learned from the instances table: launch → first available heartbeat, for
+/// instances seen launching and then available. The p90 replaces the configured launch time
+/// once enough launches were seen.
+#[derive(Debug, Clone, Default)]
+pub struct LaunchTimes {
+    /// Instances last seen launching: id → launch time.
+    launching: std::collections::HashMap<Arc<str>, i64>,
+    /// Recent samples, oldest first.
+    samples: std::collections::VecDeque<i64>,
+}
+
+impl LaunchTimes {
+    /// Samples kept.
+    pub const WINDOW: usize = 64;
+    /// Samples needed before the p90 is trusted.
+    pub const MIN_SAMPLES: usize = 10;
+
+    /// Look at this cycle's instances.
+    pub fn observe(&mut self, instances: &[InstanceRecord]) {
+        let mut still = std::collections::HashMap::new();
+        for i in instances {
+            match i.state {
+                InstanceState::Launching => {
+                    still.insert(i.instance_id.clone(), i.launch_time_ms);
+                }
+                InstanceState::Available => {
+                    if let Some(launched) = self.launching.get(&i.instance_id) {
+                        let took = i.last_heartbeat_ms - launched;
+                        // A heartbeat before the launch, or a day later, is not a launch time.
+                        if (0..86_400_000).contains(&took) {
+                            if self.samples.len() == Self::WINDOW {
+                                self.samples.pop_front();
+                            }
+                            self.samples.push_back(took);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.launching = still;
+    }
+
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
+    /// The 90th percentile, once `MIN_SAMPLES` launches were seen.
+    pub fn p90(&self) -> Option<std::time::Duration> {
+        if self.samples.len() < Self::MIN_SAMPLES {
+            return None;
+        }
+        let mut v: Vec<i64> = self.samples.iter().copied().collect();
+        v.sort_unstable();
+        let idx = ((v.len() as f64) * 0.9).ceil() as usize - 1;
+        Some(std::time::Duration::from_millis(
+            v[idx.min(v.len() - 1)].max(0) as u64,
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,6 +404,41 @@ mod tests {
         assert_eq!(asg_desired(10, 2, 0, 11), 11);
         assert_eq!(asg_desired(0, 0, 3, 100), 3);
         assert_eq!(asg_desired(u32::MAX, 5, 0, u32::MAX), u32::MAX);
+    }
+
+    #[test]
+    fn launch_times_are_learned_from_launching_then_available_instances() {
+        let mut lt = LaunchTimes::default();
+        for k in 0..12i64 {
+            let id = format!("i-{k}");
+            let launched = k * 1_000_000;
+            let launching = inst(&id).state(InstanceState::Launching);
+            let launching = InstanceRecord {
+                launch_time_ms: launched,
+                ..launching
+            };
+            lt.observe(std::slice::from_ref(&launching));
+            assert_eq!(lt.len(), k as usize);
+            // Ready after 300 s, plus k seconds.
+            let ready = InstanceRecord {
+                state: InstanceState::Available,
+                last_heartbeat_ms: launched + 300_000 + k * 1000,
+                ..launching
+            };
+            lt.observe(&[ready.clone()]);
+            lt.observe(&[ready]); // seen available again: not a second sample
+        }
+        assert_eq!(lt.len(), 12);
+        // Samples 300..311 s: the 90th percentile of 12 is the 11th, 310 s.
+        assert_eq!(lt.p90(), Some(Duration::from_secs(310)));
+        let mut few = LaunchTimes::default();
+        few.observe(&[inst("x").state(InstanceState::Launching)]);
+        few.observe(&[inst("x")]);
+        assert_eq!(few.p90(), None, "too few samples");
+        // An instance first seen available was never seen launching: no sample.
+        let mut none = LaunchTimes::default();
+        none.observe(&[inst("y")]);
+        assert!(none.is_empty());
     }
 
     #[test]

@@ -54,6 +54,18 @@ pub struct Observation {
     pub asg: AsgState,
     /// One day and one week earlier, for the seasonal forecast (empty otherwise).
     pub seasonal: Vec<SeasonalRef>,
+    /// The p90 launch time learned from the instances table, when enough launches were seen.
+    pub learned_launch: Option<Duration>,
+}
+
+/// How far ahead the forecast looks: the configured horizon, else the learned launch time,
+/// else the configured launch time.
+pub fn horizon(policy: &PoolPolicy, obs: &Observation) -> Duration {
+    policy
+        .forecast
+        .horizon
+        .or(obs.learned_launch)
+        .unwrap_or(policy.instances.launch_time)
 }
 
 /// What traffic did `lag_ms` earlier: around that moment, and at its peak over the following
@@ -87,7 +99,7 @@ pub fn forecast(
     if f.mode == ForecastMode::Off {
         return None;
     }
-    let horizon_ms = policy.forecast_horizon().as_millis() as i64;
+    let horizon_ms = horizon(policy, obs).as_millis() as i64;
     let newest = obs.samples.iter().rev().find(|s| s.at_ms <= now_ms)?;
     let from = newest.at_ms - f.trend_window.as_millis() as i64;
     let pts: Vec<&Sample> = obs
