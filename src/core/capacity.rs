@@ -425,7 +425,7 @@ mod tests {
                 last_heartbeat_ms: launched + 300_000 + k * 1000,
                 ..launching
             };
-            lt.observe(&[ready.clone()]);
+            lt.observe(std::slice::from_ref(&ready));
             lt.observe(&[ready]); // seen available again: not a second sample
         }
         assert_eq!(lt.len(), 12);
