@@ -197,14 +197,12 @@ pub const IAM_ACTIONS: &[&str] = &[
     "dynamodb:DescribeTimeToLive",
     "dynamodb:Query",
     "dynamodb:GetItem",
-    "dynamodb:BatchGetItem",
     "dynamodb:PutItem",
     "dynamodb:UpdateItem",
     "dynamodb:ConditionCheckItem",
     // Auto Scaling.
     "autoscaling:DescribeAutoScalingGroups",
     "autoscaling:SetDesiredCapacity",
-    "autoscaling:TerminateInstanceInAutoScalingGroup",
     // CloudWatch gauges.
     "cloudwatch:PutMetricData",
 ];
