@@ -173,19 +173,28 @@ fn the_service_account_assumes_the_terraform_role_through_irsa() {
         s(d, "spec.template.spec.serviceAccountName"),
         s(sa, "metadata.name")
     );
-    let iam = std::fs::read_to_string(
-        repo().join("deploy/terraform/modules/autoscaler-iam/variables.tf"),
-    )
-    .expect("variables.tf");
-    let trusted = format!(
-        "default     = {{ namespace = \"{}\", name = \"{}\" }}",
-        s(sa, "metadata.namespace"),
-        s(sa, "metadata.name")
-    );
-    assert!(
-        iam.contains(&trusted),
-        "the role trusts another service account than deploy/k8s runs as (want `{trusted}`)"
-    );
+    let iam = hcl::parse(&read(
+        "deploy/terraform/modules/autoscaler-iam/variables.tf",
+    ))
+    .expect("variables.tf parses");
+    let trusted = iam
+        .blocks()
+        .find(|b| {
+            b.identifier() == "variable"
+                && b.labels().first().map(|l| l.as_str()) == Some("service_account")
+        })
+        .and_then(|b| b.body().attributes().find(|a| a.key() == "default"))
+        .map(|a| a.expr().to_string())
+        .expect("variable service_account has a default");
+    for (key, value) in [
+        ("namespace", s(sa, "metadata.namespace")),
+        ("name", s(sa, "metadata.name")),
+    ] {
+        assert!(
+            trusted.contains(&format!("{key} = \"{value}\"")),
+            "the role trusts another service account ({trusted}) than deploy/k8s runs as"
+        );
+    }
 }
 
 #[test]
@@ -299,9 +308,18 @@ fn the_policies_configmap_is_the_policies_directory() {
         }
     }
     assert!(!want.is_empty());
-    assert_eq!(
-        data, want,
-        "deploy/k8s/policies-configmap.yaml differs from policies/: run scripts/k8s-policies"
+    let names = |m: &BTreeMap<String, String>| m.keys().cloned().collect::<BTreeSet<_>>();
+    let stale: Vec<&String> = want
+        .iter()
+        .filter(|(name, text)| data.get(*name) != Some(*text))
+        .map(|(name, _)| name)
+        .collect();
+    assert!(
+        names(&data) == names(&want) && stale.is_empty(),
+        "deploy/k8s/policies-configmap.yaml differs from policies/ (files {:?} vs {:?}, \
+         out of date: {stale:?}): run scripts/k8s-policies",
+        names(&data),
+        names(&want)
     );
 
     // Mounted as a directory (no subPath, so edits reach the files) where --policies points.
