@@ -34,7 +34,6 @@ data "aws_iam_policy_document" "controller" {
       "dynamodb:DescribeTable",
       "dynamodb:DescribeTimeToLive",
       "dynamodb:GetItem",
-      "dynamodb:BatchGetItem",
       "dynamodb:Query",
     ]
     resources = local.all_table_arns
@@ -81,7 +80,6 @@ data "aws_iam_policy_document" "controller" {
     sid = "ScaleMrgcGroups"
     actions = [
       "autoscaling:SetDesiredCapacity",
-      "autoscaling:TerminateInstanceInAutoScalingGroup",
     ]
     resources = local.asg_arns
     condition {

@@ -34,7 +34,7 @@ variable "regions" {
 }
 
 variable "asg_tag" {
-  description = "The tag that marks an Auto Scaling Group as one the controller may scale: SetDesiredCapacity and TerminateInstanceInAutoScalingGroup are allowed only on groups that carry it with this value."
+  description = "The tag that marks an Auto Scaling Group as one the controller may scale: SetDesiredCapacity is allowed only on groups that carry it with this value."
   type        = object({ key = string, value = string })
   default     = { key = "mrgc:managed", value = "true" }
 
