@@ -11,6 +11,7 @@ use mrgc_autoscaler::adapters::aws::tables::{self, TablesError};
 use mrgc_autoscaler::adapters::aws::{AwsBackends, AwsOptions};
 use mrgc_autoscaler::app::clock::TokioClock;
 use mrgc_autoscaler::app::election::ElectionConfig;
+use mrgc_autoscaler::app::http::{self, Status};
 use mrgc_autoscaler::app::local::{LocalOptions, run_local};
 use mrgc_autoscaler::app::metrics::Metrics;
 use mrgc_autoscaler::app::reconciler::Settings;
@@ -214,6 +215,18 @@ struct RunArgs {
     /// AWS backend: do not publish per-pool gauges to CloudWatch.
     #[arg(long, env = "MRGC_NO_CLOUDWATCH")]
     no_cloudwatch: bool,
+    /// AWS backend: serve /healthz, /readyz and /metrics here.
+    #[arg(long, env = "MRGC_LISTEN", default_value = "127.0.0.1:9464")]
+    listen: std::net::SocketAddr,
+    /// AWS backend: re-read the policy files this often (and on SIGHUP).
+    #[arg(long, env = "MRGC_POLICY_POLL", default_value = "5s", value_parser = parse_duration)]
+    policy_poll: Duration,
+    /// AWS backend: how long a leader's lease lasts without renewal.
+    #[arg(long, env = "MRGC_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    lease_duration: Duration,
+    /// AWS backend: how often the leader renews its lease.
+    #[arg(long, env = "MRGC_RENEW_EVERY", default_value = "5s", value_parser = parse_duration)]
+    renew_every: Duration,
 }
 
 #[derive(Subcommand)]
@@ -788,7 +801,29 @@ async fn run_aws(
             .unwrap_or_default(),
         set.hash
     );
+    if a.renew_every.is_zero() || a.lease_duration <= a.renew_every * 2 {
+        eprintln!(
+            "error: --lease-duration ({}) must be more than twice --renew-every ({}) so a leader renews before it expires",
+            humantime::format_duration(a.lease_duration),
+            humantime::format_duration(a.renew_every)
+        );
+        return Ok(ExitCode::from(EXIT_USAGE));
+    }
+    let listener = match tokio::net::TcpListener::bind(a.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "error: cannot listen on {} ({e}); pick another --listen",
+                a.listen
+            );
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+    };
     let (backends, leases) = aws.ports();
+    let mut election = ElectionConfig::new(&a.region, &controller_id);
+    election.lease_duration = a.lease_duration;
+    election.renew_every = a.renew_every;
+    election.act_margin = a.renew_every;
     let opts = ServiceOptions {
         settings: Settings {
             region: a.region.clone(),
@@ -797,15 +832,50 @@ async fn run_aws(
             record_heartbeat: a.record_heartbeat,
         },
         interval: a.interval,
-        election: ElectionConfig::new(&a.region, &controller_id),
+        election,
+        policy_paths: a.policies.clone(),
+        policy_poll: a.policy_poll,
     };
+    let status = Status::new(a.interval);
+    let reload = std::sync::Arc::new(tokio::sync::Notify::new());
+    spawn_sighup(reload.clone());
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let http = tokio::spawn(http::serve(
+        listener,
+        status.clone(),
+        metrics.clone(),
+        async {
+            let _ = http_stopped.await;
+        },
+    ));
+    tracing::info!(listen = %a.listen, "serving /healthz, /readyz and /metrics");
     let deps = ServiceDeps {
         backends,
         leases,
         clock: std::sync::Arc::new(TokioClock::new(1.0)),
+        status,
+        reload,
     };
     run_service(set, opts, deps, metrics, shutdown_signal(), |_| {}).await;
+    let _ = stop_http.send(());
+    let _ = http.await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// SIGHUP asks for a policy reload now.
+fn spawn_sighup(reload: std::sync::Arc<tokio::sync::Notify>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut hup) = signal(SignalKind::hangup()) {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reloading the policies");
+                    reload.notify_one();
+                }
+            });
+        }
+    }
 }
 
 /// Ctrl-C or SIGTERM.

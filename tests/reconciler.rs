@@ -318,6 +318,8 @@ async fn the_service_loop_leads_reconciles_and_releases_on_shutdown() {
         backends: Backends::in_memory(&r),
         leases: Arc::new(r.clone()),
         clock,
+        status: mrgc_autoscaler::app::http::Status::new(Duration::from_secs(30)),
+        reload: Arc::new(tokio::sync::Notify::new()),
     };
     let opts = ServiceOptions {
         settings: Settings {
@@ -328,6 +330,8 @@ async fn the_service_loop_leads_reconciles_and_releases_on_shutdown() {
         },
         interval: Duration::from_secs(30),
         election: ElectionConfig::new(REGION, "svc-1"),
+        policy_paths: vec![],
+        policy_poll: Duration::from_secs(5),
     };
     // The world: instances heartbeat and launch on the same clock.
     let world = {

@@ -2,9 +2,11 @@
 
 pub mod clock;
 pub mod election;
+pub mod http;
 pub mod local;
 pub mod metrics;
 pub mod reconciler;
+pub mod reload;
 pub mod service;
 
 pub use reconciler::{Backends, CycleReport, Leadership, PoolError, Reconciler, Settings};

@@ -1,0 +1,161 @@
+//! The service's HTTP endpoints: `/healthz` (the loop is alive), `/readyz` (policies loaded,
+//! backends reachable, and the lease state), `/metrics` (Prometheus text).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+use super::metrics::Metrics;
+
+/// What the loop tells the endpoints. Written by the service loop, read by HTTP handlers; no
+/// lock is held across an await.
+#[derive(Debug, Default)]
+pub struct Status {
+    last_tick: Mutex<Option<tokio::time::Instant>>,
+    /// The loop counts as stuck when it has not ticked for this long.
+    stuck_after_ms: AtomicU64,
+    cycles: AtomicU64,
+    backends_ok: AtomicBool,
+    backend_error: Mutex<Option<String>>,
+    policy_hash: Mutex<Option<String>>,
+    policy_rejected: Mutex<Option<String>>,
+    leader: AtomicBool,
+    epoch: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Plain data: a panicked writer cannot leave it half-updated in a way that matters here.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Status {
+    pub fn new(interval: Duration) -> Arc<Self> {
+        let s = Status::default();
+        s.stuck_after_ms.store(
+            (interval.as_millis() as u64 * 3).max(10_000),
+            Ordering::Relaxed,
+        );
+        Arc::new(s)
+    }
+
+    pub fn tick(&self) {
+        *lock(&self.last_tick) = Some(tokio::time::Instant::now());
+    }
+
+    /// After a cycle: were all backend reads fine? `error` says what was not.
+    pub fn cycle(&self, error: Option<String>) {
+        self.cycles.fetch_add(1, Ordering::Relaxed);
+        self.backends_ok.store(error.is_none(), Ordering::Relaxed);
+        *lock(&self.backend_error) = error;
+    }
+
+    pub fn policy(&self, hash: &str) {
+        *lock(&self.policy_hash) = Some(hash.to_string());
+    }
+
+    /// The last rejected policy edit (None once a valid one applied).
+    pub fn policy_rejected(&self, error: Option<String>) {
+        *lock(&self.policy_rejected) = error;
+    }
+
+    pub fn leadership(&self, leader: bool, epoch: u64) {
+        self.leader.store(leader, Ordering::Relaxed);
+        self.epoch.store(epoch, Ordering::Relaxed);
+    }
+
+    /// Alive: the loop ticked recently.
+    pub fn healthy(&self) -> Result<String, String> {
+        let stuck = Duration::from_millis(self.stuck_after_ms.load(Ordering::Relaxed));
+        match *lock(&self.last_tick) {
+            None => Ok("starting".into()),
+            Some(t) if t.elapsed() <= stuck => Ok("ok".into()),
+            Some(t) => Err(format!(
+                "the reconcile loop has not ticked for {:.0} s",
+                t.elapsed().as_secs_f64()
+            )),
+        }
+    }
+
+    /// Ready: a valid policy is in force and the last cycle reached every backend. Followers
+    /// are ready too (they observe and can take over at once); the body says which they are.
+    pub fn ready(&self) -> Result<String, String> {
+        let lease = if self.leader.load(Ordering::Relaxed) {
+            format!("leader (epoch {})", self.epoch.load(Ordering::Relaxed))
+        } else {
+            "follower".to_string()
+        };
+        let Some(hash) = lock(&self.policy_hash).clone() else {
+            return Err(format!("not ready: no valid policy loaded; {lease}"));
+        };
+        let rejected = lock(&self.policy_rejected)
+            .as_ref()
+            .map(|e| format!("; the last policy edit was rejected, {hash} stays in force: {e}"))
+            .unwrap_or_default();
+        if self.cycles.load(Ordering::Relaxed) == 0 {
+            return Err(format!(
+                "not ready: no reconcile cycle has completed yet; {lease}"
+            ));
+        }
+        if !self.backends_ok.load(Ordering::Relaxed) {
+            let e = lock(&self.backend_error).clone().unwrap_or_default();
+            return Err(format!(
+                "not ready: the last cycle could not read its backends: {e}; {lease}"
+            ));
+        }
+        Ok(format!("ready: {lease}, policy {hash}{rejected}"))
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    status: Arc<Status>,
+    metrics: Metrics,
+}
+
+fn reply(r: Result<String, String>) -> (StatusCode, String) {
+    match r {
+        Ok(body) => (StatusCode::OK, body + "\n"),
+        Err(body) => (StatusCode::SERVICE_UNAVAILABLE, body + "\n"),
+    }
+}
+
+async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
+    reply(s.status.healthy())
+}
+
+async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
+    reply(s.status.ready())
+}
+
+async fn metrics_text(State(s): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+}
+
+pub fn router(status: Arc<Status>, metrics: Metrics) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(AppState { status, metrics })
+}
+
+/// Serve the endpoints on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    status: Arc<Status>,
+    metrics: Metrics,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(status, metrics))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
