@@ -215,6 +215,10 @@ struct RunArgs {
     /// AWS backend: do not publish per-pool gauges to CloudWatch.
     #[arg(long, env = "MRGC_NO_CLOUDWATCH")]
     no_cloudwatch: bool,
+    /// Evaluate this candidate policy set beside the live one every cycle and record what it
+    /// would have done (dry-run records with its own policy hash); never acted on.
+    #[arg(long, env = "MRGC_SHADOW_POLICIES", value_delimiter = ',')]
+    shadow_policies: Option<Vec<PathBuf>>,
     /// AWS backend: serve /healthz, /readyz and /metrics here.
     #[arg(long, env = "MRGC_LISTEN", default_value = "127.0.0.1:9464")]
     listen: std::net::SocketAddr,
@@ -715,6 +719,13 @@ fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         .controller_id
         .clone()
         .unwrap_or_else(default_controller_id);
+    let shadow = match &a.shadow_policies {
+        Some(paths) => match load_policies(paths) {
+            Ok(s) => Some(s),
+            Err(code) => return Ok(code),
+        },
+        None => None,
+    };
     let rt = runtime()?;
     match a.backend {
         Backend::Aws => {
@@ -729,7 +740,7 @@ fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
                 );
                 return Ok(ExitCode::from(EXIT_USAGE));
             }
-            rt.block_on(run_aws(set, a, prefix, controller_id))
+            rt.block_on(run_aws(set, a, prefix, controller_id, shadow))
         }
         Backend::Local => {
             println!(
@@ -753,6 +764,7 @@ fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
                 seed: a.seed,
                 controller_id,
                 record_heartbeat: a.record_heartbeat,
+                shadow,
             };
             let mut out = std::io::stdout();
             let result = rt.block_on(run_local(set, opts, &mut out, async {
@@ -775,6 +787,7 @@ async fn run_aws(
     a: RunArgs,
     prefix: String,
     controller_id: String,
+    shadow: Option<PolicySet>,
 ) -> anyhow::Result<ExitCode> {
     let metrics = Metrics::new();
     let mut opts = AwsOptions::new(&a.region, &prefix, a.endpoint_url.clone());
@@ -835,6 +848,7 @@ async fn run_aws(
         election,
         policy_paths: a.policies.clone(),
         policy_poll: a.policy_poll,
+        shadow,
     };
     let status = Status::new(a.interval);
     let reload = std::sync::Arc::new(tokio::sync::Notify::new());

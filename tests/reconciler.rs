@@ -332,6 +332,7 @@ async fn the_service_loop_leads_reconciles_and_releases_on_shutdown() {
         election: ElectionConfig::new(REGION, "svc-1"),
         policy_paths: vec![],
         policy_poll: Duration::from_secs(5),
+        shadow: None,
     };
     // The world: instances heartbeat and launch on the same clock.
     let world = {
@@ -419,4 +420,51 @@ async fn the_launch_time_is_learned_and_exported() {
         !text.contains("launch_time_p90_seconds{pool=\"model-b\""),
         "model-b launched too few to learn from"
     );
+}
+
+#[tokio::test]
+async fn a_shadow_policy_is_recorded_beside_the_live_one_and_never_acts() {
+    let r = region();
+    let live = policies();
+    // The candidate: a tighter band, so it wants more instances than the live policy.
+    let shadow = parse_sources(&[PolicySource {
+        path: PathBuf::from("model-a.toml"),
+        text: "pool = \"model-a\"\nmin = 2\nmax = 50\n[band]\nlow = 0.5\nhigh = 0.8\n[regions.us-east-1]\nasg = \"asg-model-a\"\n".into(),
+    }])
+    .unwrap();
+    let mut rec = reconciler(&r, false);
+    rec.set_shadow(Some(shadow.clone()));
+    // 10 rps on 8: in the live band (1.25), above the shadow's (0.8 max).
+    traffic(&r, T0 - 300_000, T0, 10.0, 10.0);
+    let c = rec.reconcile_all(&live, T0, &Leadership::sole()).await;
+    assert!(c.errors.is_empty(), "{:?}", c.errors);
+    assert_eq!(
+        r.calls().set_desired,
+        0,
+        "neither policy acted: live holds, shadow never acts"
+    );
+    let records = r.history("model-a", None, 0, 100).await.unwrap();
+    let live_rec = records
+        .iter()
+        .find(|d| d.policy_hash == live.hash)
+        .expect("live record");
+    let shadow_rec = records
+        .iter()
+        .find(|d| d.policy_hash == shadow.hash)
+        .expect("shadow record");
+    assert_eq!(
+        (
+            live_rec.scaling_action,
+            live_rec.dry_run,
+            live_rec.key.slot()
+        ),
+        (Action::None, false, 0)
+    );
+    assert_eq!(shadow_rec.scaling_action, Action::ScaleUp);
+    assert_eq!(shadow_rec.desired_capacity, 16, "ceil(10 / 0.65)");
+    assert!(shadow_rec.dry_run);
+    assert_eq!(shadow_rec.key.slot(), 1);
+    assert_eq!(shadow_rec.result, Outcome::Skipped("shadow policy".into()));
+    assert_eq!(r.asg("asg-model-a").unwrap().desired, 8);
+    assert!(rec.metrics().render().contains("mrgc_autoscaler_shadow_decisions_total{action=\"scale-up\",pool=\"model-a\",reason_code=\"above_band\",region=\"us-east-1\"} 1"));
 }

@@ -67,6 +67,7 @@ async fn a_valid_edit_applies_and_an_invalid_one_is_rejected_while_the_old_polic
                     election: ElectionConfig::new(REGION, "svc"),
                     policy_paths: paths,
                     policy_poll: Duration::from_secs(5),
+                    shadow: None,
                 },
                 ServiceDeps {
                     backends: Backends::in_memory(&r),

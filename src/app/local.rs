@@ -38,6 +38,8 @@ pub struct LocalOptions {
     pub seed: u64,
     pub controller_id: String,
     pub record_heartbeat: Duration,
+    /// A candidate policy set evaluated beside the live one (recorded as dry-run).
+    pub shadow: Option<PolicySet>,
 }
 
 /// Counts of what a local run decided, per pool.
@@ -136,6 +138,7 @@ pub async fn run_local<W: Write + Send>(
         record_heartbeat: opts.record_heartbeat,
     };
     let mut reconciler = Reconciler::new(backends, settings, Metrics::new());
+    reconciler.set_shadow(opts.shadow.clone());
     let mut elector = Elector::new(
         Arc::new(region.clone()),
         ElectionConfig::new(&opts.region, &opts.controller_id),

@@ -20,6 +20,7 @@ pub struct Metrics {
     pub decisions: IntCounterVec,
     pub decision_results: IntCounterVec,
     pub decisions_recorded: IntCounterVec,
+    pub shadow_decisions: IntCounterVec,
     pub reconcile_errors: IntCounterVec,
     pub reconcile_duration: HistogramVec,
     pub bad_items: IntCounterVec,
@@ -112,6 +113,13 @@ impl Metrics {
                     "What became of decisions: applied, failed, skipped."
                 ),
                 &["pool", "region", "result"]
+            )),
+            shadow_decisions: reg!(IntCounterVec::new(
+                opts(
+                    "shadow_decisions_total",
+                    "What the shadow policy would have done, by action and reason_code (never acted on)."
+                ),
+                &["pool", "region", "action", "reason_code"]
             )),
             decisions_recorded: reg!(IntCounterVec::new(
                 opts(

@@ -152,7 +152,10 @@ pub struct Reconciler {
     backends: Backends,
     settings: Settings,
     metrics: Metrics,
+    /// Per pool (live) and per `<pool>#shadow` (the shadow policy's own history).
     pools: HashMap<String, PoolState>,
+    /// A candidate policy set evaluated beside the live one, never acted on.
+    shadow: Option<PolicySet>,
 }
 
 const BACKOFF_BASE_MS: i64 = 1_000;
@@ -166,7 +169,14 @@ impl Reconciler {
             settings,
             metrics,
             pools: HashMap::new(),
+            shadow: None,
         }
+    }
+
+    /// Evaluate `shadow` beside the live policies every cycle, on the same observation,
+    /// recording what it would have done as dry-run records (slot 1, its own policy hash).
+    pub fn set_shadow(&mut self, shadow: Option<PolicySet>) {
+        self.shadow = shadow;
     }
 
     pub fn settings(&self) -> &Settings {
@@ -371,40 +381,56 @@ impl Reconciler {
         );
 
         // Record (leader only): changes always, an unchanged `none` at the heartbeat interval.
-        let key = (decision.reason_code, decision.action, decision.desired);
-        let heartbeat_ms = self.settings.record_heartbeat.as_millis() as i64;
-        let due = match st.last_recorded {
-            None => true,
-            Some((code, action, desired, at)) => {
-                decision.action != Action::None
-                    || (code, action, desired) != key
-                    || now_ms - at >= heartbeat_ms
-            }
-        };
-        let mut recorded = false;
-        if leadership.is_leader && due {
-            let cx = RecordContext {
-                pool: &policy.pool,
-                region: &region,
-                controller_id: &self.settings.controller_id,
-                leader_epoch: leadership.epoch,
+        let recorded = self
+            .record_if_due(
+                &policy.pool,
+                &policy.pool,
+                &decision,
+                &outcome,
                 policy_hash,
-                dry_run: self.settings.dry_run,
-                slot: 0,
-            };
-            let record = DecisionRecord::from_decision(&decision, &cx, outcome.clone());
-            self.backends
-                .log
-                .append(&record, leadership.fence.as_ref())
-                .await
-                .map_err(PoolError::Record)?;
-            let st = self.pools.entry(policy.pool.clone()).or_default();
-            st.last_recorded = Some((key.0, key.1, key.2, now_ms));
-            recorded = true;
+                self.settings.dry_run,
+                0,
+                leadership,
+            )
+            .await?;
+
+        // The shadow policy: same observation, its own history, recorded, never acted on.
+        let shadow = self
+            .shadow
+            .as_ref()
+            .and_then(|s| s.pool(&policy.pool).map(|p| (p.clone(), s.hash.clone())));
+        if let Some((sp, shadow_hash)) = shadow
+            && sp.region(&region).is_some()
+        {
+            let key = format!("{}#shadow", policy.pool);
+            let st = self.pools.entry(key.clone()).or_default();
+            let sd = decide(&sp, &region, &obs, &st.history, now_ms);
+            st.history.record(
+                &sd,
+                false,
+                sp.scale_down.stabilization.max(Duration::from_secs(60)),
+            );
             self.metrics
-                .decisions_recorded
-                .with_label_values(&[&policy.pool, &region])
+                .shadow_decisions
+                .with_label_values(&[
+                    &policy.pool,
+                    &region,
+                    sd.action.as_str(),
+                    sd.reason_code.as_str(),
+                ])
                 .inc();
+            let skipped = Outcome::Skipped("shadow policy".into());
+            self.record_if_due(
+                &key,
+                &policy.pool,
+                &sd,
+                &skipped,
+                &shadow_hash,
+                true,
+                1,
+                leadership,
+            )
+            .await?;
         }
 
         self.observe_metrics(&policy.pool, &region, &decision, &outcome);
@@ -486,6 +512,59 @@ impl Reconciler {
             });
         }
         out
+    }
+
+    /// Append `decision` when it is due for the history kept under `state_key`: on any action,
+    /// a change of reason/action/desired, or the record heartbeat. Leader only.
+    #[allow(clippy::too_many_arguments)]
+    async fn record_if_due(
+        &mut self,
+        state_key: &str,
+        pool: &str,
+        decision: &Decision,
+        outcome: &Outcome,
+        policy_hash: &str,
+        dry_run: bool,
+        slot: u8,
+        leadership: &Leadership,
+    ) -> Result<bool, PoolError> {
+        let region = self.settings.region.clone();
+        let key = (decision.reason_code, decision.action, decision.desired);
+        let heartbeat_ms = self.settings.record_heartbeat.as_millis() as i64;
+        let st = self.pools.entry(state_key.to_string()).or_default();
+        let due = match st.last_recorded {
+            None => true,
+            Some((code, action, desired, at)) => {
+                decision.action != Action::None
+                    || (code, action, desired) != key
+                    || decision.at_ms - at >= heartbeat_ms
+            }
+        };
+        if !(leadership.is_leader && due) {
+            return Ok(false);
+        }
+        let cx = RecordContext {
+            pool,
+            region: &region,
+            controller_id: &self.settings.controller_id,
+            leader_epoch: leadership.epoch,
+            policy_hash,
+            dry_run,
+            slot,
+        };
+        let record = DecisionRecord::from_decision(decision, &cx, outcome.clone());
+        self.backends
+            .log
+            .append(&record, leadership.fence.as_ref())
+            .await
+            .map_err(PoolError::Record)?;
+        let st = self.pools.entry(state_key.to_string()).or_default();
+        st.last_recorded = Some((key.0, key.1, key.2, decision.at_ms));
+        self.metrics
+            .decisions_recorded
+            .with_label_values(&[pool, &region])
+            .inc();
+        Ok(true)
     }
 
     fn observe_metrics(&self, pool: &str, region: &str, d: &Decision, outcome: &Outcome) {

@@ -24,6 +24,8 @@ pub struct ServiceOptions {
     /// (empty: no reload).
     pub policy_paths: Vec<PathBuf>,
     pub policy_poll: Duration,
+    /// A candidate policy set evaluated beside the live one and recorded as dry-run.
+    pub shadow: Option<PolicySet>,
 }
 
 pub struct ServiceDeps {
@@ -50,6 +52,7 @@ pub async fn run_service(
     let mut elector = Elector::new(deps.leases.clone(), opts.election.clone());
     let region = opts.settings.region.clone();
     let mut reconciler = Reconciler::new(deps.backends, opts.settings, metrics.clone());
+    reconciler.set_shadow(opts.shadow);
     let mut watcher = (!opts.policy_paths.is_empty())
         .then(|| PolicyWatcher::new(opts.policy_paths.clone(), &policies));
     metrics.policy_loaded.set(1);
