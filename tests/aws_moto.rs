@@ -889,6 +889,8 @@ async fn run_backend_aws_decides_records_and_releases_its_lease_on_sigterm() {
         .args(["--table-prefix", &env.prefix, "--endpoint-url", &endpoint])
         .args([
             "--no-cloudwatch",
+            "--listen",
+            "127.0.0.1:0",
             "--controller-id",
             "run-test",
             "--policies",

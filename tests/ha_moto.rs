@@ -29,7 +29,14 @@ fn start(id: &str, env: &Env, endpoint: &str, policies: &std::path::Path) -> Chi
             "1s",
         ])
         .args(["--table-prefix", &env.prefix, "--endpoint-url", endpoint])
-        .args(["--no-cloudwatch", "--controller-id", id, "--policies"])
+        .args([
+            "--no-cloudwatch",
+            "--listen",
+            "127.0.0.1:0",
+            "--controller-id",
+            id,
+            "--policies",
+        ])
         .arg(policies)
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
