@@ -68,16 +68,21 @@ fn truncate(s: &str, n: usize) -> String {
     }
 }
 
-/// For sweeps: each pool's Pareto frontier of instance-hours against over-capacity.
-pub fn frontier(out: &SimOutput) -> String {
-    let mut s = String::new();
+/// The pools of a run, in scenario order.
+fn pools(out: &SimOutput) -> Vec<&str> {
     let mut pools: Vec<&str> = Vec::new();
     for r in &out.results {
         if !pools.contains(&r.summary.pool.as_str()) {
             pools.push(&r.summary.pool);
         }
     }
-    for pool in pools {
+    pools
+}
+
+/// For sweeps: each pool's Pareto frontier of instance-hours against over-capacity.
+pub fn frontier(out: &SimOutput) -> String {
+    let mut s = String::new();
+    for pool in pools(out) {
         let points: Vec<&RunResult> = out
             .results
             .iter()
@@ -350,13 +355,7 @@ td:nth-child(2),th:nth-child(2),td:first-child,th:first-child{{text-align:left}}
     }
     s.push_str("</table>");
     s.push_str(r##"<p class="legend"><span><i class="sw" style="background:#222"></i>demand (rps)</span><span><i class="sw" style="background:#2b6cb0"></i>serving capacity (serving × max rps)</span><span><i class="sw" style="background:#9f7aea"></i>with launching instances</span><span><i class="sw" style="background:#e53e3e"></i>over capacity</span><span><i class="sw" style="background:#dd6b20"></i>forecast-driven scale-up</span></p>"##);
-    let mut pools: Vec<&str> = Vec::new();
-    for r in &out.results {
-        if !pools.contains(&r.summary.pool.as_str()) {
-            pools.push(&r.summary.pool);
-        }
-    }
-    for pool in pools {
+    for pool in pools(out) {
         let runs: Vec<&RunResult> = out
             .results
             .iter()
