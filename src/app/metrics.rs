@@ -21,6 +21,7 @@ pub struct Metrics {
     pub decision_results: IntCounterVec,
     pub decisions_recorded: IntCounterVec,
     pub shadow_decisions: IntCounterVec,
+    pub shadow_pool_desired: IntGaugeVec,
     pub reconcile_errors: IntCounterVec,
     pub reconcile_duration: HistogramVec,
     pub bad_items: IntCounterVec,
@@ -31,6 +32,7 @@ pub struct Metrics {
     pub leader: IntGauge,
     pub leader_epoch: IntGauge,
     pub policy_reloads: IntCounterVec,
+    pub shadow_policy_reloads: IntCounterVec,
     pub policy_loaded: IntGauge,
     names: Vec<String>,
 }
@@ -121,6 +123,13 @@ impl Metrics {
                 ),
                 &["pool", "region", "action", "reason_code"]
             )),
+            shadow_pool_desired: reg!(IntGaugeVec::new(
+                opts(
+                    "shadow_pool_desired",
+                    "Desired serving + launching instances the shadow policy would have set."
+                ),
+                pool
+            )),
             decisions_recorded: reg!(IntCounterVec::new(
                 opts(
                     "decisions_recorded_total",
@@ -186,6 +195,13 @@ impl Metrics {
                 opts(
                     "policy_reloads_total",
                     "Policy reloads by result (applied, rejected)."
+                ),
+                &["result"]
+            )),
+            shadow_policy_reloads: reg!(IntCounterVec::new(
+                opts(
+                    "shadow_policy_reloads_total",
+                    "Shadow policy reloads by result (applied, rejected)."
                 ),
                 &["result"]
             )),

@@ -1,5 +1,8 @@
 //! The reconciler: per pool, observe → decide → act → record.
 //!
+//! Observing (`observe_pool`) and deciding are separate steps, so a shadow policy decides on the
+//! same reads as the live one without reading the backends twice.
+//!
 //! Leadership gates acting and recording only; observing and deciding happen on every replica
 //! so a new leader acts at once with a warm history. One pool's failure never stops the others;
 //! a failing pool backs off (transient errors quickly, permanent ones slowly).
@@ -12,11 +15,12 @@ use crate::core::capacity;
 use crate::core::decide::SeasonalRef;
 use crate::core::policy::ForecastMode;
 use crate::core::{
-    Action, Decision, DecisionRecord, Observation, Outcome, PolicySet, PoolHistory, PoolPolicy,
-    ReasonCode, RecordContext, decide,
+    Action, AsgState, Decision, DecisionRecord, Observation, Outcome, PolicySet, PoolHistory,
+    PoolPolicy, ReasonCode, RecordContext, Sample, decide,
 };
 use crate::ports::{
-    Actuator, DecisionLog, Fence, GaugeSink, Inventory, MetricsSource, PoolGauges, PortError,
+    Actuator, DecisionLog, Fence, GaugeSink, Inventory, MetricsSource, PoolGauges, PoolInventory,
+    PortError,
 };
 
 use super::metrics::Metrics;
@@ -107,6 +111,11 @@ impl PoolError {
         }
     }
 
+    /// A backend read failed (as opposed to recording the decision).
+    pub fn is_read(&self) -> bool {
+        !matches!(self, PoolError::Record(_))
+    }
+
     /// Bounded label for metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {
@@ -137,25 +146,152 @@ pub struct CycleReport {
     pub backing_off: Vec<String>,
     /// A fenced append failed: this replica is no longer leader.
     pub lost_leadership: bool,
+    /// What the shadow policy would have done, on the same observations (never acted on).
+    pub shadow: Vec<PoolReport>,
+    /// Shadow records that could not be appended (the live pool is not affected).
+    pub shadow_errors: Vec<(String, PoolError)>,
+}
+
+/// What one cycle read for one pool: the raw material every policy for the pool decides
+/// from, so the live and the shadow policy see the same world from one set of reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolReads {
+    pub at_ms: i64,
+    /// RPS samples over the longest lookback any of the policies needs, oldest first.
+    pub samples: Vec<Sample>,
+    pub inventory: PoolInventory,
+    pub asg: AsgState,
+    /// Per seasonal lag that could be read: the samples around that moment and over the
+    /// longest horizon after it.
+    pub seasonal: Vec<(i64, Vec<Sample>)>,
+    pub learned_launch: Option<Duration>,
+}
+
+const SEASONAL_LAGS_MS: [i64; 2] = [86_400_000, 7 * 86_400_000];
+
+/// How far back `policy` looks at RPS samples.
+fn lookback(policy: &PoolPolicy) -> Duration {
+    let mut lookback = policy.metrics.stale_after + policy.metrics.window + Duration::from_secs(60);
+    if policy.forecast.mode != ForecastMode::Off {
+        lookback = lookback.max(policy.forecast.trend_window + Duration::from_secs(60));
+    }
+    lookback
+}
+
+/// (window before, span after) of `policy`'s seasonal references, in ms; None when it does
+/// not forecast seasonally.
+fn seasonal_span(policy: &PoolPolicy, learned_launch: Option<Duration>) -> Option<(i64, i64)> {
+    (policy.forecast.mode == ForecastMode::Seasonal).then(|| {
+        let horizon = policy
+            .forecast
+            .horizon
+            .or(learned_launch)
+            .unwrap_or(policy.instances.launch_time);
+        (
+            policy.metrics.window.as_millis() as i64,
+            horizon.as_millis() as i64 + 60_000,
+        )
+    })
+}
+
+impl PoolReads {
+    /// The observation `policy` decides from: its own lookback, capacity counting (heartbeat
+    /// and launch timeouts) and seasonal window, all from the same reads.
+    pub fn observation(&self, policy: &PoolPolicy) -> Observation {
+        let from = self.at_ms - lookback(policy).as_millis() as i64;
+        let samples = self
+            .samples
+            .iter()
+            .filter(|s| s.at_ms > from)
+            .copied()
+            .collect();
+        let capacity = capacity::count(
+            &self.inventory.instances,
+            &policy.instances,
+            self.at_ms,
+            self.inventory.skipped,
+        );
+        let seasonal = match seasonal_span(policy, self.learned_launch) {
+            None => Vec::new(),
+            Some((window, ahead)) => self
+                .seasonal
+                .iter()
+                .map(|(lag, samples)| {
+                    let then = self.at_ms - lag;
+                    let before: Vec<f64> = samples
+                        .iter()
+                        .filter(|s| s.at_ms > then - window && s.at_ms <= then)
+                        .map(|s| s.rps)
+                        .collect();
+                    let peak = samples
+                        .iter()
+                        .filter(|s| s.at_ms > then && s.at_ms <= then + ahead)
+                        .map(|s| s.rps)
+                        .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+                    SeasonalRef {
+                        lag_ms: *lag,
+                        then: (!before.is_empty())
+                            .then(|| before.iter().sum::<f64>() / before.len() as f64),
+                        then_ahead: peak,
+                    }
+                })
+                .collect(),
+        };
+        Observation {
+            samples,
+            capacity,
+            asg: self.asg.clone(),
+            seasonal,
+            learned_launch: self.learned_launch,
+        }
+    }
+}
+
+/// The last record appended for a pool: the record-on-change rule compares against it.
+#[derive(Debug, Clone)]
+struct LastRecord {
+    reason_code: ReasonCode,
+    action: Action,
+    desired: u32,
+    policy_hash: String,
+    at_ms: i64,
 }
 
 #[derive(Debug, Default)]
 struct PoolState {
     history: PoolHistory,
     launch_times: capacity::LaunchTimes,
-    last_recorded: Option<(ReasonCode, Action, u32, i64)>,
+    last_recorded: Option<LastRecord>,
     failures: u32,
     next_try_ms: i64,
+}
+
+/// Whose decision: the live policy's (acted on) or the shadow policy's (recorded as dry-run
+/// in slot 1, never acted on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Track {
+    Live,
+    Shadow,
+}
+
+impl Track {
+    fn label(self) -> &'static str {
+        match self {
+            Track::Live => "live",
+            Track::Shadow => "shadow",
+        }
+    }
 }
 
 pub struct Reconciler {
     backends: Backends,
     settings: Settings,
     metrics: Metrics,
-    /// Per pool (live) and per `<pool>#shadow` (the shadow policy's own history).
     pools: HashMap<String, PoolState>,
+    /// The shadow policy's own history and records, per pool.
+    shadow_pools: HashMap<String, PoolState>,
     /// A candidate policy set evaluated beside the live one, never acted on.
-    shadow: Option<PolicySet>,
+    shadow: Option<Arc<PolicySet>>,
 }
 
 const BACKOFF_BASE_MS: i64 = 1_000;
@@ -169,14 +305,25 @@ impl Reconciler {
             settings,
             metrics,
             pools: HashMap::new(),
+            shadow_pools: HashMap::new(),
             shadow: None,
         }
     }
 
     /// Evaluate `shadow` beside the live policies every cycle, on the same observation,
     /// recording what it would have done as dry-run records (slot 1, its own policy hash).
+    /// A different candidate starts with a fresh history: the old one's recommendations say
+    /// nothing about what the new one would have done.
     pub fn set_shadow(&mut self, shadow: Option<PolicySet>) {
-        self.shadow = shadow;
+        let old = self.shadow.as_ref().map(|s| s.hash.clone());
+        if old != shadow.as_ref().map(|s| s.hash.clone()) {
+            self.shadow_pools.clear();
+        }
+        self.shadow = shadow.map(Arc::new);
+    }
+
+    pub fn shadow(&self) -> Option<&PolicySet> {
+        self.shadow.as_deref()
     }
 
     pub fn settings(&self) -> &Settings {
@@ -205,7 +352,9 @@ impl Reconciler {
         }
     }
 
-    /// One cycle over every pool that has a policy for this region.
+    /// One cycle over every pool that has a policy for this region: the live policy observes,
+    /// decides, acts and records; the shadow policy, if any, decides on the same reads and
+    /// records.
     pub async fn reconcile_all(
         &mut self,
         policies: &PolicySet,
@@ -216,6 +365,7 @@ impl Reconciler {
             at_ms: now_ms,
             ..CycleReport::default()
         };
+        let shadow_set = self.shadow.clone();
         for policy in policies.pools.values() {
             if policy.region(&self.settings.region).is_none() {
                 continue;
@@ -225,23 +375,63 @@ impl Reconciler {
                 report.backing_off.push(policy.pool.clone());
                 continue;
             }
-            match self
-                .reconcile_pool(policy, &policies.hash, now_ms, leadership)
-                .await
-            {
-                Ok(r) => report.pools.push(r),
+            let shadow = shadow_set.as_deref().and_then(|s| {
+                s.pool(&policy.pool)
+                    .filter(|p| p.region(&self.settings.region).is_some())
+                    .map(|p| (p, s.hash.as_str()))
+            });
+            let result = self
+                .live_cycle(
+                    policy,
+                    &policies.hash,
+                    shadow.map(|(p, _)| p),
+                    now_ms,
+                    leadership,
+                )
+                .await;
+            self.settle(&policy.pool, now_ms, result.as_ref().err());
+            let reads = match result {
+                Ok((r, reads)) => {
+                    report.pools.push(r);
+                    reads
+                }
                 Err(e) => {
                     if matches!(&e, PoolError::Record(PortError::Conflict(_))) {
                         report.lost_leadership = true;
                     }
                     report.errors.push((policy.pool.clone(), e));
+                    continue;
+                }
+            };
+            let Some((sp, hash)) = shadow else { continue };
+            match self
+                .decide_and_record(Track::Shadow, sp, hash, &reads, leadership)
+                .await
+            {
+                Ok(r) => report.shadow.push(r),
+                Err(e) => {
+                    if matches!(&e, PoolError::Record(PortError::Conflict(_))) {
+                        report.lost_leadership = true;
+                    }
+                    self.metrics
+                        .reconcile_errors
+                        .with_label_values(&[&policy.pool, &self.settings.region, "shadow_record"])
+                        .inc();
+                    tracing::warn!(
+                        pool = %policy.pool,
+                        region = %self.settings.region,
+                        epoch = leadership.epoch,
+                        error = %e,
+                        "recording the shadow decision failed"
+                    );
+                    report.shadow_errors.push((policy.pool.clone(), e));
                 }
             }
         }
         report
     }
 
-    /// observe → decide → act → record for one pool.
+    /// observe → decide → act → record for one pool with the live policy (no shadow).
     pub async fn reconcile_pool(
         &mut self,
         policy: &PoolPolicy,
@@ -249,46 +439,66 @@ impl Reconciler {
         now_ms: i64,
         leadership: &Leadership,
     ) -> Result<PoolReport, PoolError> {
-        let result = self.cycle(policy, policy_hash, now_ms, leadership).await;
-        let region = self.settings.region.clone();
-        let st = self.pools.entry(policy.pool.clone()).or_default();
-        match &result {
-            Ok(_) => {
-                st.failures = 0;
-                st.next_try_ms = 0;
-            }
-            Err(e) => {
-                st.failures = st.failures.saturating_add(1);
-                let wait = if e.port().is_transient() {
-                    (BACKOFF_BASE_MS << st.failures.min(10).saturating_sub(1))
-                        .min(BACKOFF_MAX_TRANSIENT_MS)
-                } else {
-                    BACKOFF_PERMANENT_MS
-                };
-                st.next_try_ms = now_ms + wait;
-                self.metrics
-                    .reconcile_errors
-                    .with_label_values(&[&policy.pool, &region, e.metric_label()])
-                    .inc();
-                tracing::warn!(
-                    pool = %policy.pool,
-                    region = %region,
-                    error = %e,
-                    retry_in_ms = wait,
-                    "reconcile failed; backing off"
-                );
-            }
-        }
-        result
+        let result = self
+            .live_cycle(policy, policy_hash, None, now_ms, leadership)
+            .await;
+        self.settle(&policy.pool, now_ms, result.as_ref().err());
+        result.map(|(r, _)| r)
     }
 
-    async fn cycle(
+    async fn live_cycle(
         &mut self,
         policy: &PoolPolicy,
         policy_hash: &str,
+        shadow: Option<&PoolPolicy>,
         now_ms: i64,
         leadership: &Leadership,
-    ) -> Result<PoolReport, PoolError> {
+    ) -> Result<(PoolReport, PoolReads), PoolError> {
+        let reads = self.observe_pool(policy, shadow, now_ms).await?;
+        let report = self
+            .decide_and_record(Track::Live, policy, policy_hash, &reads, leadership)
+            .await?;
+        Ok((report, reads))
+    }
+
+    /// Reset or extend a pool's backoff after a live cycle.
+    fn settle(&mut self, pool: &str, now_ms: i64, error: Option<&PoolError>) {
+        let region = self.settings.region.clone();
+        let st = self.pools.entry(pool.to_string()).or_default();
+        let Some(e) = error else {
+            st.failures = 0;
+            st.next_try_ms = 0;
+            return;
+        };
+        st.failures = st.failures.saturating_add(1);
+        let wait = if e.port().is_transient() {
+            (BACKOFF_BASE_MS << st.failures.min(10).saturating_sub(1)).min(BACKOFF_MAX_TRANSIENT_MS)
+        } else {
+            BACKOFF_PERMANENT_MS
+        };
+        st.next_try_ms = now_ms + wait;
+        self.metrics
+            .reconcile_errors
+            .with_label_values(&[pool, &region, e.metric_label()])
+            .inc();
+        tracing::warn!(
+            pool = %pool,
+            region = %region,
+            error = %e,
+            retry_in_ms = wait,
+            "reconcile failed; backing off"
+        );
+    }
+
+    /// Read everything `policy` (and `also`, the shadow policy of the same pool) needs, once:
+    /// RPS samples over the longer lookback, the pool's instances, the ASG, and the seasonal
+    /// references over the wider window when either forecasts seasonally.
+    pub async fn observe_pool(
+        &mut self,
+        policy: &PoolPolicy,
+        also: Option<&PoolPolicy>,
+        now_ms: i64,
+    ) -> Result<PoolReads, PoolError> {
         let region = self.settings.region.clone();
         let Some(regional) = policy.region(&region) else {
             return Err(PoolError::Asg(PortError::Permanent(format!(
@@ -296,12 +506,7 @@ impl Reconciler {
                 policy.pool
             ))));
         };
-        // Observe (all three reads at once).
-        let mut lookback =
-            policy.metrics.stale_after + policy.metrics.window + Duration::from_secs(60);
-        if policy.forecast.mode != ForecastMode::Off {
-            lookback = lookback.max(policy.forecast.trend_window + Duration::from_secs(60));
-        }
+        let lookback = also.map_or(lookback(policy), |a| lookback(policy).max(lookback(a)));
         let from = now_ms - lookback.as_millis() as i64;
         let (samples, inventory, asg) = tokio::join!(
             self.backends
@@ -315,45 +520,60 @@ impl Reconciler {
         let samples = samples.map_err(PoolError::Metrics)?;
         let inventory = inventory.map_err(PoolError::Inventory)?;
         let asg = asg.map_err(PoolError::Asg)?;
-        let capacity = capacity::count(
-            &inventory.instances,
-            &policy.instances,
-            now_ms,
-            inventory.skipped,
-        );
         let st = self.pools.entry(policy.pool.clone()).or_default();
         st.launch_times.observe(&inventory.instances);
         let learned_launch = st.launch_times.p90();
-        let seasonal = if policy.forecast.mode == ForecastMode::Seasonal {
-            let horizon = policy
-                .forecast
-                .horizon
-                .or(learned_launch)
-                .unwrap_or(policy.instances.launch_time);
-            self.seasonal(policy, &region, now_ms, horizon).await
-        } else {
-            Vec::new()
-        };
         if let Some(l) = learned_launch {
             self.metrics
                 .launch_time_p90
                 .with_label_values(&[&policy.pool, &region])
                 .set(l.as_secs_f64());
         }
-        let obs = Observation {
+        let spans = [Some(policy), also]
+            .into_iter()
+            .flatten()
+            .filter_map(|p| seasonal_span(p, learned_launch))
+            .reduce(|(w1, a1), (w2, a2)| (w1.max(w2), a1.max(a2)));
+        let seasonal = match spans {
+            Some((window, ahead)) => {
+                self.seasonal(&policy.pool, &region, now_ms, window, ahead)
+                    .await
+            }
+            None => Vec::new(),
+        };
+        Ok(PoolReads {
+            at_ms: now_ms,
             samples,
-            capacity,
+            inventory,
             asg,
             seasonal,
             learned_launch,
-        };
+        })
+    }
 
-        // Decide.
-        let st = self.pools.entry(policy.pool.clone()).or_default();
+    /// decide → act (live only) → record, from one pool's reads.
+    async fn decide_and_record(
+        &mut self,
+        track: Track,
+        policy: &PoolPolicy,
+        policy_hash: &str,
+        reads: &PoolReads,
+        leadership: &Leadership,
+    ) -> Result<PoolReport, PoolError> {
+        let region = self.settings.region.clone();
+        let now_ms = reads.at_ms;
+        let obs = reads.observation(policy);
+        let states = match track {
+            Track::Live => &mut self.pools,
+            Track::Shadow => &mut self.shadow_pools,
+        };
+        let st = states.entry(policy.pool.clone()).or_default();
         let decision = decide(policy, &region, &obs, &st.history, now_ms);
 
-        // Act (leader only, and only with margin on the lease).
-        let outcome = if decision.action == Action::None {
+        // Act: the live policy only, as leader, not in dry-run, with margin on the lease.
+        let outcome = if track == Track::Shadow {
+            Outcome::Skipped("shadow policy".into())
+        } else if decision.action == Action::None {
             Outcome::Skipped("no change".into())
         } else if !leadership.is_leader {
             Outcome::Skipped("not leader".into())
@@ -362,88 +582,73 @@ impl Reconciler {
         } else if !leadership.can_act {
             Outcome::Skipped("lease margin too small to act".into())
         } else {
-            match self
-                .backends
-                .actuator
-                .set_desired(&regional.asg, decision.asg_desired)
-                .await
-            {
-                Ok(()) => Outcome::Applied,
-                Err(e) => Outcome::Failed(e.to_string()),
+            match policy.region(&region) {
+                Some(regional) => match self
+                    .backends
+                    .actuator
+                    .set_desired(&regional.asg, decision.asg_desired)
+                    .await
+                {
+                    Ok(()) => Outcome::Applied,
+                    Err(e) => Outcome::Failed(e.to_string()),
+                },
+                None => Outcome::Skipped("no policy for this region".into()),
             }
         };
-        let applied = outcome == Outcome::Applied;
-        let st = self.pools.entry(policy.pool.clone()).or_default();
+        let states = match track {
+            Track::Live => &mut self.pools,
+            Track::Shadow => &mut self.shadow_pools,
+        };
+        let st = states.entry(policy.pool.clone()).or_default();
         st.history.record(
             &decision,
-            applied,
+            outcome == Outcome::Applied,
             policy.scale_down.stabilization.max(Duration::from_secs(60)),
         );
 
         // Record (leader only): changes always, an unchanged `none` at the heartbeat interval.
         let recorded = self
             .record_if_due(
-                &policy.pool,
+                track,
                 &policy.pool,
                 &decision,
                 &outcome,
                 policy_hash,
-                self.settings.dry_run,
-                0,
                 leadership,
             )
             .await?;
 
-        // The shadow policy: same observation, its own history, recorded, never acted on.
-        let shadow = self
-            .shadow
-            .as_ref()
-            .and_then(|s| s.pool(&policy.pool).map(|p| (p.clone(), s.hash.clone())));
-        if let Some((sp, shadow_hash)) = shadow
-            && sp.region(&region).is_some()
-        {
-            let key = format!("{}#shadow", policy.pool);
-            let st = self.pools.entry(key.clone()).or_default();
-            let sd = decide(&sp, &region, &obs, &st.history, now_ms);
-            st.history.record(
-                &sd,
-                false,
-                sp.scale_down.stabilization.max(Duration::from_secs(60)),
-            );
-            self.metrics
-                .shadow_decisions
-                .with_label_values(&[
-                    &policy.pool,
-                    &region,
-                    sd.action.as_str(),
-                    sd.reason_code.as_str(),
-                ])
-                .inc();
-            let skipped = Outcome::Skipped("shadow policy".into());
-            self.record_if_due(
-                &key,
-                &policy.pool,
-                &sd,
-                &skipped,
-                &shadow_hash,
-                true,
-                1,
-                leadership,
-            )
-            .await?;
-        }
-
-        self.observe_metrics(&policy.pool, &region, &decision, &outcome);
-        if let Some(g) = &self.backends.gauges {
-            let gauges = PoolGauges {
-                rps: decision.rps,
-                serving: decision.serving,
-                launching: decision.launching,
-                desired: decision.desired,
-                utilisation: decision.utilisation,
-            };
-            if let Err(e) = g.publish(&policy.pool, &region, &gauges).await {
-                tracing::warn!(pool = %policy.pool, error = %e, "publishing gauges failed");
+        match track {
+            Track::Live => {
+                self.observe_metrics(&policy.pool, &region, &decision, &outcome);
+                if let Some(g) = &self.backends.gauges {
+                    let gauges = PoolGauges {
+                        rps: decision.rps,
+                        serving: decision.serving,
+                        launching: decision.launching,
+                        desired: decision.desired,
+                        utilisation: decision.utilisation,
+                    };
+                    if let Err(e) = g.publish(&policy.pool, &region, &gauges).await {
+                        tracing::warn!(pool = %policy.pool, region = %region, error = %e, "publishing gauges failed");
+                    }
+                }
+            }
+            Track::Shadow => {
+                let l = &[policy.pool.as_str(), region.as_str()];
+                self.metrics
+                    .shadow_decisions
+                    .with_label_values(&[
+                        &policy.pool,
+                        &region,
+                        decision.action.as_str(),
+                        decision.reason_code.as_str(),
+                    ])
+                    .inc();
+                self.metrics
+                    .shadow_pool_desired
+                    .with_label_values(l)
+                    .set(i64::from(decision.desired));
             }
         }
         if decision.action != Action::None || recorded {
@@ -453,13 +658,15 @@ impl Reconciler {
                 epoch = leadership.epoch,
                 reason_code = %decision.reason_code,
                 action = %decision.action,
+                policy = track.label(),
+                policy_hash = %policy_hash,
                 rps = decision.rps.unwrap_or(f64::NAN),
                 serving = decision.serving,
                 launching = decision.launching,
                 desired = decision.desired,
                 asg_desired = decision.asg_desired,
                 result = %outcome.to_attr(),
-                dry_run = self.settings.dry_run,
+                dry_run = self.settings.dry_run || track == Track::Shadow,
                 "{}",
                 decision.reason
             );
@@ -472,77 +679,67 @@ impl Reconciler {
         })
     }
 
-    /// Traffic one day and one week ago, around now and over the following horizon. A failed
-    /// read only loses the seasonal part of the forecast.
+    /// Traffic one day and one week ago: the samples from `window` before each moment to
+    /// `ahead` after it. A failed read only loses the seasonal part of the forecast.
     async fn seasonal(
         &self,
-        policy: &PoolPolicy,
+        pool: &str,
         region: &str,
         now_ms: i64,
-        horizon: Duration,
-    ) -> Vec<SeasonalRef> {
-        let window = policy.metrics.window.as_millis() as i64;
-        let horizon = horizon.as_millis() as i64 + 60_000;
+        window: i64,
+        ahead: i64,
+    ) -> Vec<(i64, Vec<Sample>)> {
         let mut out = Vec::new();
-        for lag in [86_400_000i64, 7 * 86_400_000] {
+        for lag in SEASONAL_LAGS_MS {
             let then = now_ms - lag;
-            let Ok(samples) = self
+            if let Ok(samples) = self
                 .backends
                 .metrics
-                .rps_samples(&policy.pool, region, then - window, then + horizon)
+                .rps_samples(pool, region, then - window, then + ahead)
                 .await
-            else {
-                continue;
-            };
-            let before: Vec<f64> = samples
-                .iter()
-                .filter(|s| s.at_ms <= then)
-                .map(|s| s.rps)
-                .collect();
-            let ahead = samples
-                .iter()
-                .filter(|s| s.at_ms > then)
-                .map(|s| s.rps)
-                .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
-            out.push(SeasonalRef {
-                lag_ms: lag,
-                then: (!before.is_empty())
-                    .then(|| before.iter().sum::<f64>() / before.len() as f64),
-                then_ahead: ahead,
-            });
+            {
+                out.push((lag, samples));
+            }
         }
         out
     }
 
-    /// Append `decision` when it is due for the history kept under `state_key`: on any action,
-    /// a change of reason/action/desired, or the record heartbeat. Leader only.
-    #[allow(clippy::too_many_arguments)]
+    /// Append `decision` when it is due: on any action, a change of reason, action, desired
+    /// capacity or policy (so the first decision under a reloaded policy carries its hash), or
+    /// at the record heartbeat. Leader only.
     async fn record_if_due(
         &mut self,
-        state_key: &str,
+        track: Track,
         pool: &str,
         decision: &Decision,
         outcome: &Outcome,
         policy_hash: &str,
-        dry_run: bool,
-        slot: u8,
         leadership: &Leadership,
     ) -> Result<bool, PoolError> {
         let region = self.settings.region.clone();
-        let key = (decision.reason_code, decision.action, decision.desired);
         let heartbeat_ms = self.settings.record_heartbeat.as_millis() as i64;
-        let st = self.pools.entry(state_key.to_string()).or_default();
-        let due = match st.last_recorded {
+        let states = match track {
+            Track::Live => &self.pools,
+            Track::Shadow => &self.shadow_pools,
+        };
+        let due = match states.get(pool).and_then(|st| st.last_recorded.as_ref()) {
             None => true,
-            Some((code, action, desired, at)) => {
+            Some(last) => {
                 decision.action != Action::None
-                    || (code, action, desired) != key
-                    || decision.at_ms - at >= heartbeat_ms
+                    || last.reason_code != decision.reason_code
+                    || last.action != decision.action
+                    || last.desired != decision.desired
+                    || last.policy_hash != policy_hash
+                    || decision.at_ms - last.at_ms >= heartbeat_ms
             }
         };
         if !(leadership.is_leader && due) {
             return Ok(false);
         }
+        let (dry_run, slot) = match track {
+            Track::Live => (self.settings.dry_run, 0),
+            Track::Shadow => (true, 1),
+        };
         let cx = RecordContext {
             pool,
             region: &region,
@@ -558,8 +755,17 @@ impl Reconciler {
             .append(&record, leadership.fence.as_ref())
             .await
             .map_err(PoolError::Record)?;
-        let st = self.pools.entry(state_key.to_string()).or_default();
-        st.last_recorded = Some((key.0, key.1, key.2, decision.at_ms));
+        let states = match track {
+            Track::Live => &mut self.pools,
+            Track::Shadow => &mut self.shadow_pools,
+        };
+        states.entry(pool.to_string()).or_default().last_recorded = Some(LastRecord {
+            reason_code: decision.reason_code,
+            action: decision.action,
+            desired: decision.desired,
+            policy_hash: policy_hash.to_string(),
+            at_ms: decision.at_ms,
+        });
         self.metrics
             .decisions_recorded
             .with_label_values(&[pool, &region])
