@@ -11,8 +11,8 @@ use mrgc_autoscaler::adapters::aws::tables::{self, TablesError};
 use mrgc_autoscaler::adapters::aws::{AwsBackends, AwsOptions};
 use mrgc_autoscaler::app::clock::TokioClock;
 use mrgc_autoscaler::app::election::ElectionConfig;
-use mrgc_autoscaler::app::http::{self, Status};
-use mrgc_autoscaler::app::local::{LocalOptions, run_local};
+use mrgc_autoscaler::app::http::Status;
+use mrgc_autoscaler::app::local::{LocalHooks, LocalOptions, run_local};
 use mrgc_autoscaler::app::metrics::Metrics;
 use mrgc_autoscaler::app::reconciler::Settings;
 use mrgc_autoscaler::app::service::{ServiceDeps, ServiceOptions, run_service};
@@ -219,16 +219,16 @@ struct RunArgs {
     /// would have done (dry-run records with its own policy hash); never acted on.
     #[arg(long, env = "MRGC_SHADOW_POLICIES", value_delimiter = ',')]
     shadow_policies: Option<Vec<PathBuf>>,
-    /// AWS backend: serve /healthz, /readyz and /metrics here.
+    /// Serve /healthz, /readyz and /metrics here (port 0: any free port).
     #[arg(long, env = "MRGC_LISTEN", default_value = "127.0.0.1:9464")]
     listen: std::net::SocketAddr,
-    /// AWS backend: re-read the policy files this often (and on SIGHUP).
+    /// Re-read the policy files this often when they changed (and at once on SIGHUP).
     #[arg(long, env = "MRGC_POLICY_POLL", default_value = "5s", value_parser = parse_duration)]
     policy_poll: Duration,
-    /// AWS backend: how long a leader's lease lasts without renewal.
+    /// How long a leader's lease lasts without renewal.
     #[arg(long, env = "MRGC_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
     lease_duration: Duration,
-    /// AWS backend: how often the leader renews its lease.
+    /// How often the leader renews its lease.
     #[arg(long, env = "MRGC_RENEW_EVERY", default_value = "5s", value_parser = parse_duration)]
     renew_every: Duration,
 }
@@ -726,6 +726,14 @@ fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         },
         None => None,
     };
+    if a.renew_every.is_zero() || a.lease_duration <= a.renew_every * 2 {
+        eprintln!(
+            "error: --lease-duration ({}) must be more than twice --renew-every ({}) so a leader renews before it expires",
+            humantime::format_duration(a.lease_duration),
+            humantime::format_duration(a.renew_every)
+        );
+        return Ok(ExitCode::from(EXIT_USAGE));
+    }
     let rt = runtime()?;
     match a.backend {
         Backend::Aws => {
@@ -754,6 +762,7 @@ fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
                     .join(","),
                 set.hash
             );
+            let listen = a.listen;
             let opts = LocalOptions {
                 region: a.region,
                 interval: a.interval,
@@ -765,11 +774,34 @@ fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
                 controller_id,
                 record_heartbeat: a.record_heartbeat,
                 shadow,
+                policy_paths: a.policies,
+                shadow_paths: a.shadow_policies.unwrap_or_default(),
+                policy_poll: a.policy_poll,
+                lease_duration: a.lease_duration,
+                renew_every: a.renew_every,
             };
             let mut out = std::io::stdout();
-            let result = rt.block_on(run_local(set, opts, &mut out, async {
-                let _ = tokio::signal::ctrl_c().await;
-            }));
+            let result = rt.block_on(async {
+                // The demo runs without endpoints rather than not at all when the port is taken.
+                let listener = match tokio::net::TcpListener::bind(listen).await {
+                    Ok(l) => {
+                        if let Ok(addr) = l.local_addr() {
+                            println!("endpoints: http://{addr}/metrics, /healthz, /readyz");
+                        }
+                        Some(l)
+                    }
+                    Err(e) => {
+                        eprintln!(
+                            "warning: cannot listen on {listen} ({e}); running without endpoints (pick another with --listen)"
+                        );
+                        None
+                    }
+                };
+                let reload = std::sync::Arc::new(tokio::sync::Notify::new());
+                spawn_sighup(reload.clone());
+                let hooks = LocalHooks { listener, reload };
+                run_local(set, opts, hooks, &mut out, shutdown_signal()).await
+            });
             match result {
                 Ok(_) => Ok(ExitCode::SUCCESS),
                 Err(e @ mrgc_autoscaler::app::local::LocalError::Io(_)) => Err(e.into()),
@@ -814,14 +846,6 @@ async fn run_aws(
             .unwrap_or_default(),
         set.hash
     );
-    if a.renew_every.is_zero() || a.lease_duration <= a.renew_every * 2 {
-        eprintln!(
-            "error: --lease-duration ({}) must be more than twice --renew-every ({}) so a leader renews before it expires",
-            humantime::format_duration(a.lease_duration),
-            humantime::format_duration(a.renew_every)
-        );
-        return Ok(ExitCode::from(EXIT_USAGE));
-    }
     let listener = match tokio::net::TcpListener::bind(a.listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -849,30 +873,24 @@ async fn run_aws(
         policy_paths: a.policies.clone(),
         policy_poll: a.policy_poll,
         shadow,
+        shadow_paths: a.shadow_policies.clone().unwrap_or_default(),
     };
     let status = Status::new(a.interval);
     let reload = std::sync::Arc::new(tokio::sync::Notify::new());
     spawn_sighup(reload.clone());
-    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let http = tokio::spawn(http::serve(
-        listener,
-        status.clone(),
-        metrics.clone(),
-        async {
-            let _ = http_stopped.await;
-        },
-    ));
-    tracing::info!(listen = %a.listen, "serving /healthz, /readyz and /metrics");
+    tracing::info!(
+        listen = %listener.local_addr().unwrap_or(a.listen),
+        "serving /healthz, /readyz and /metrics"
+    );
     let deps = ServiceDeps {
         backends,
         leases,
         clock: std::sync::Arc::new(TokioClock::new(1.0)),
         status,
         reload,
+        listener: Some(listener),
     };
     run_service(set, opts, deps, metrics, shutdown_signal(), |_| {}).await;
-    let _ = stop_http.send(());
-    let _ = http.await;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -320,6 +320,7 @@ async fn the_service_loop_leads_reconciles_and_releases_on_shutdown() {
         clock,
         status: mrgc_autoscaler::app::http::Status::new(Duration::from_secs(30)),
         reload: Arc::new(tokio::sync::Notify::new()),
+        listener: None,
     };
     let opts = ServiceOptions {
         settings: Settings {
@@ -333,6 +334,7 @@ async fn the_service_loop_leads_reconciles_and_releases_on_shutdown() {
         policy_paths: vec![],
         policy_poll: Duration::from_secs(5),
         shadow: None,
+        shadow_paths: vec![],
     };
     // The world: instances heartbeat and launch on the same clock.
     let world = {

@@ -68,6 +68,7 @@ async fn a_valid_edit_applies_and_an_invalid_one_is_rejected_while_the_old_polic
                     policy_paths: paths,
                     policy_poll: Duration::from_secs(5),
                     shadow: None,
+                    shadow_paths: vec![],
                 },
                 ServiceDeps {
                     backends: Backends::in_memory(&r),
@@ -75,6 +76,7 @@ async fn a_valid_edit_applies_and_an_invalid_one_is_rejected_while_the_old_polic
                     clock: Arc::new(TokioClock::starting_at(T0, 1.0)),
                     status,
                     reload: Arc::new(tokio::sync::Notify::new()),
+                    listener: None,
                 },
                 metrics,
                 async {

@@ -23,6 +23,8 @@ pub struct ElectionConfig {
     pub renew_every: Duration,
     /// Do not act on an ASG with less than this left on the lease.
     pub act_margin: Duration,
+    /// How often a follower reads the lease: a released lease is taken over within this.
+    pub standby_poll: Duration,
 }
 
 impl ElectionConfig {
@@ -33,6 +35,7 @@ impl ElectionConfig {
             lease_duration: Duration::from_secs(15),
             renew_every: Duration::from_secs(5),
             act_margin: Duration::from_secs(5),
+            standby_poll: Duration::from_secs(1),
         }
     }
 }
@@ -51,6 +54,14 @@ enum Role {
         lease: Lease,
         renewed_at_ms: i64,
     },
+}
+
+/// This replica's leadership as the rest of the process watches it
+/// (`tokio::sync::watch::Receiver<LeaderState>`); the epoch is 0 while following.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LeaderState {
+    pub is_leader: bool,
+    pub epoch: u64,
 }
 
 /// What changed in a tick, for logs and metrics.

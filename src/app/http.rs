@@ -10,12 +10,15 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use tokio::sync::watch;
 
+use super::election::LeaderState;
 use super::metrics::Metrics;
 
 /// What the loop tells the endpoints. Written by the service loop, read by HTTP handlers; no
-/// lock is held across an await.
-#[derive(Debug, Default)]
+/// lock is held across an await. Leadership is a `watch` channel the rest of the process can
+/// subscribe to (`leader_watch`).
+#[derive(Debug)]
 pub struct Status {
     last_tick: Mutex<Option<tokio::time::Instant>>,
     /// The loop counts as stuck when it has not ticked for this long.
@@ -25,8 +28,10 @@ pub struct Status {
     backend_error: Mutex<Option<String>>,
     policy_hash: Mutex<Option<String>>,
     policy_rejected: Mutex<Option<String>>,
-    leader: AtomicBool,
-    epoch: AtomicU64,
+    shadow_hash: Mutex<Option<String>>,
+    shadow_rejected: Mutex<Option<String>>,
+    stopping: AtomicBool,
+    leader: watch::Sender<LeaderState>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -36,12 +41,19 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Status {
     pub fn new(interval: Duration) -> Arc<Self> {
-        let s = Status::default();
-        s.stuck_after_ms.store(
-            (interval.as_millis() as u64 * 3).max(10_000),
-            Ordering::Relaxed,
-        );
-        Arc::new(s)
+        Arc::new(Status {
+            last_tick: Mutex::new(None),
+            stuck_after_ms: AtomicU64::new((interval.as_millis() as u64 * 3).max(10_000)),
+            cycles: AtomicU64::new(0),
+            backends_ok: AtomicBool::new(false),
+            backend_error: Mutex::new(None),
+            policy_hash: Mutex::new(None),
+            policy_rejected: Mutex::new(None),
+            shadow_hash: Mutex::new(None),
+            shadow_rejected: Mutex::new(None),
+            stopping: AtomicBool::new(false),
+            leader: watch::Sender::new(LeaderState::default()),
+        })
     }
 
     pub fn tick(&self) {
@@ -64,9 +76,46 @@ impl Status {
         *lock(&self.policy_rejected) = error;
     }
 
-    pub fn leadership(&self, leader: bool, epoch: u64) {
-        self.leader.store(leader, Ordering::Relaxed);
-        self.epoch.store(epoch, Ordering::Relaxed);
+    /// The shadow policy set in force (None: no shadow).
+    pub fn shadow_policy(&self, hash: Option<&str>) {
+        *lock(&self.shadow_hash) = hash.map(str::to_string);
+    }
+
+    /// The last rejected shadow policy edit (None once a valid one applied).
+    pub fn shadow_rejected(&self, error: Option<String>) {
+        *lock(&self.shadow_rejected) = error;
+    }
+
+    /// The service is shutting down: no longer ready.
+    pub fn stopping(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    /// Publish this replica's leadership; returns the previous state when it changed.
+    pub fn leadership(&self, is_leader: bool, epoch: u64) -> Option<LeaderState> {
+        let new = LeaderState {
+            is_leader,
+            epoch: if is_leader { epoch } else { 0 },
+        };
+        let mut previous = None;
+        self.leader.send_if_modified(|s| {
+            if *s == new {
+                return false;
+            }
+            previous = Some(*s);
+            *s = new;
+            true
+        });
+        previous
+    }
+
+    /// Leadership as a watch channel: `changed().await` wakes on every transition.
+    pub fn leader_watch(&self) -> watch::Receiver<LeaderState> {
+        self.leader.subscribe()
+    }
+
+    pub fn leader_state(&self) -> LeaderState {
+        *self.leader.borrow()
     }
 
     /// Alive: the loop ticked recently.
@@ -85,18 +134,32 @@ impl Status {
     /// Ready: a valid policy is in force and the last cycle reached every backend. Followers
     /// are ready too (they observe and can take over at once); the body says which they are.
     pub fn ready(&self) -> Result<String, String> {
-        let lease = if self.leader.load(Ordering::Relaxed) {
-            format!("leader (epoch {})", self.epoch.load(Ordering::Relaxed))
+        let l = self.leader_state();
+        let lease = if l.is_leader {
+            format!("leader (epoch {})", l.epoch)
         } else {
             "follower".to_string()
         };
         let Some(hash) = lock(&self.policy_hash).clone() else {
             return Err(format!("not ready: no valid policy loaded; {lease}"));
         };
+        if self.stopping.load(Ordering::Relaxed) {
+            return Err(format!("not ready: shutting down; {lease}"));
+        }
         let rejected = lock(&self.policy_rejected)
             .as_ref()
             .map(|e| format!("; the last policy edit was rejected, {hash} stays in force: {e}"))
             .unwrap_or_default();
+        let shadow = match (
+            lock(&self.shadow_hash).clone(),
+            lock(&self.shadow_rejected).clone(),
+        ) {
+            (None, _) => String::new(),
+            (Some(h), None) => format!(", shadow policy {h}"),
+            (Some(h), Some(e)) => {
+                format!(", shadow policy {h} (the last shadow edit was rejected, {h} stays: {e})")
+            }
+        };
         if self.cycles.load(Ordering::Relaxed) == 0 {
             return Err(format!(
                 "not ready: no reconcile cycle has completed yet; {lease}"
@@ -108,7 +171,7 @@ impl Status {
                 "not ready: the last cycle could not read its backends: {e}; {lease}"
             ));
         }
-        Ok(format!("ready: {lease}, policy {hash}{rejected}"))
+        Ok(format!("ready: {lease}, policy {hash}{shadow}{rejected}"))
     }
 }
 

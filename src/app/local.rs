@@ -13,9 +13,11 @@ use crate::sim::trace::Trace;
 use crate::sim::traffic::{Rate, Scale};
 
 use super::clock::TokioClock;
-use super::election::{ElectionConfig, Elector, Transition};
+use super::election::ElectionConfig;
+use super::http::Status;
 use super::metrics::Metrics;
-use super::reconciler::{Backends, CycleReport, Reconciler, Settings};
+use super::reconciler::{Backends, CycleReport, Settings};
+use super::service::{Handover, ServiceDeps, ServiceOptions, run_service};
 
 /// The trace replayed when none is given: one hour of a production LLM chat service.
 pub const EMBEDDED_TRACE: &str =
@@ -40,6 +42,44 @@ pub struct LocalOptions {
     pub record_heartbeat: Duration,
     /// A candidate policy set evaluated beside the live one (recorded as dry-run).
     pub shadow: Option<PolicySet>,
+    /// Where the live and shadow policies came from, for hot reload (empty: none).
+    pub policy_paths: Vec<PathBuf>,
+    pub shadow_paths: Vec<PathBuf>,
+    pub policy_poll: Duration,
+    pub lease_duration: Duration,
+    pub renew_every: Duration,
+}
+
+impl LocalOptions {
+    /// The defaults of `run`, for `region` (tests and embedding).
+    pub fn new(region: &str) -> Self {
+        LocalOptions {
+            region: region.to_string(),
+            interval: Duration::from_secs(30),
+            speed: 60.0,
+            duration: None,
+            dry_run: false,
+            trace: None,
+            seed: 1,
+            controller_id: "local".to_string(),
+            record_heartbeat: Duration::from_secs(600),
+            shadow: None,
+            policy_paths: Vec::new(),
+            shadow_paths: Vec::new(),
+            policy_poll: Duration::from_secs(5),
+            lease_duration: Duration::from_secs(15),
+            renew_every: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How the caller reaches into a local run: the endpoints' listener and the reload trigger.
+#[derive(Default)]
+pub struct LocalHooks {
+    /// Serve `/healthz`, `/readyz` and `/metrics` here (None: no endpoints).
+    pub listener: Option<tokio::net::TcpListener>,
+    /// Notify to reload the policies now (SIGHUP).
+    pub reload: Arc<tokio::sync::Notify>,
 }
 
 /// Counts of what a local run decided, per pool.
@@ -63,10 +103,13 @@ pub enum LocalError {
     Io(#[from] std::io::Error),
 }
 
-/// Run the embedded region until `duration` passes or `shutdown` resolves.
+/// Run the embedded region until `duration` passes or `shutdown` resolves: the same service
+/// loop as production (leader election, reload, endpoints, graceful release) on an in-memory
+/// region whose world runs beside it.
 pub async fn run_local<W: Write + Send>(
     policies: PolicySet,
     opts: LocalOptions,
+    hooks: LocalHooks,
     out: &mut W,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<LocalSummary, LocalError> {
@@ -130,64 +173,119 @@ pub async fn run_local<W: Write + Send>(
         replays.push((p.pool.clone(), arrivals));
     }
 
-    let backends = Backends::in_memory(&region);
-    let settings = Settings {
-        region: opts.region.clone(),
-        controller_id: opts.controller_id.clone(),
-        dry_run: opts.dry_run,
-        record_heartbeat: opts.record_heartbeat,
+    let metrics = Metrics::new();
+    let status = Status::new(opts.interval);
+    let mut leader = status.leader_watch();
+    let mut election = ElectionConfig::new(&opts.region, &opts.controller_id);
+    election.lease_duration = opts.lease_duration;
+    election.renew_every = opts.renew_every;
+    election.act_margin = opts.renew_every;
+    let service = ServiceOptions {
+        settings: Settings {
+            region: opts.region.clone(),
+            controller_id: opts.controller_id.clone(),
+            dry_run: opts.dry_run,
+            record_heartbeat: opts.record_heartbeat,
+        },
+        interval: opts.interval,
+        election,
+        policy_paths: opts.policy_paths.clone(),
+        policy_poll: opts.policy_poll,
+        shadow: opts.shadow.clone(),
+        shadow_paths: opts.shadow_paths.clone(),
     };
-    let mut reconciler = Reconciler::new(backends, settings, Metrics::new());
-    reconciler.set_shadow(opts.shadow.clone());
-    let mut elector = Elector::new(
-        Arc::new(region.clone()),
-        ElectionConfig::new(&opts.region, &opts.controller_id),
-    );
+    let deps = ServiceDeps {
+        backends: Backends::in_memory(&region),
+        leases: Arc::new(region.clone()),
+        clock: Arc::new(clock.clone()),
+        status,
+        reload: hooks.reload,
+        listener: hooks.listener,
+    };
 
-    let mut summary = LocalSummary::default();
-    let mut next_minute = start + 60_000;
-    let mut next_cycle = start;
-    let end = opts.duration.map(|d| start + d.as_millis() as i64);
-    tokio::pin!(shutdown);
-    loop {
-        let now = clock.now_ms();
-        if end.is_some_and(|e| now >= e) {
-            break;
-        }
-        region.advance(now);
-        // Routers: one sample per minute, that minute's mean, written at the minute's end.
-        while next_minute <= now {
-            let minute = ((next_minute - start) / 60_000 - 1) as usize;
-            for (pool, arrivals) in &replays {
-                let n = arrivals.len().max(1);
-                let sum: u64 = (0..60)
-                    .map(|s| u64::from(arrivals[(minute * 60 + s) % n]))
-                    .sum();
-                region.put_rps(pool, &opts.region, next_minute, sum as f64 / 60.0);
+    // The world runs beside the controller on the same clock: instances launch and
+    // heartbeat, routers write each minute's RPS.
+    let mut world = World {
+        region: region.clone(),
+        region_name: opts.region.clone(),
+        replays,
+        start,
+        next_minute: start + 60_000,
+    };
+    world.step(start);
+    let world = {
+        let clock = clock.clone();
+        tokio::spawn(async move {
+            loop {
+                clock.sleep(Duration::from_secs(1)).await;
+                world.step(clock.now_ms());
             }
-            next_minute += 60_000;
+        })
+    };
+
+    // Stop on the caller's signal, after `duration` of controller time, or when the output
+    // cannot be written.
+    let io_failed = Arc::new(tokio::sync::Notify::new());
+    let end = opts.duration.map(|d| start + d.as_millis() as i64);
+    let stop = {
+        let (clock, io_failed) = (clock.clone(), io_failed.clone());
+        async move {
+            let elapsed = async {
+                match end {
+                    Some(end) => {
+                        clock
+                            .sleep(Duration::from_millis((end - clock.now_ms()).max(0) as u64))
+                            .await
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown => {}
+                _ = elapsed => {}
+                _ = io_failed.notified() => {}
+            }
         }
-        if let Transition::Acquired { epoch } = elector.tick(now).await {
-            writeln!(
-                out,
-                "{} leader of {} (epoch {epoch})",
-                stamp(now - start),
-                opts.region
-            )?;
+    };
+    let mut summary = LocalSummary::default();
+    let mut io_error: Option<std::io::Error> = None;
+    let region_name = opts.region.clone();
+    let handover = run_service(policies, service, deps, metrics, stop, |report| {
+        if io_error.is_some() {
+            return;
         }
-        if now >= next_cycle {
-            let leadership = elector.leadership(now);
-            let report = reconciler.reconcile_all(&policies, now, &leadership).await;
-            print_report(out, &report, start, &opts.region, &mut summary)?;
-            next_cycle += opts.interval.as_millis() as i64;
+        let mut write = || -> std::io::Result<()> {
+            if leader.has_changed().unwrap_or(false) {
+                let l = *leader.borrow_and_update();
+                if l.is_leader {
+                    writeln!(
+                        out,
+                        "{} leader of {region_name} (epoch {})",
+                        stamp(report.at_ms - start),
+                        l.epoch
+                    )?;
+                } else {
+                    writeln!(out, "{} follower", stamp(report.at_ms - start))?;
+                }
+            }
+            print_report(out, report, start, &region_name, &mut summary)
+        };
+        if let Err(e) = write() {
+            io_error = Some(e);
+            io_failed.notify_one();
         }
-        tokio::select! {
-            _ = clock.sleep(Duration::from_secs(1)) => {}
-            _ = &mut shutdown => break,
-        }
+    })
+    .await;
+    world.abort();
+    if let Some(e) = io_error {
+        return Err(e.into());
     }
-    if let Err(e) = elector.release().await {
-        writeln!(out, "releasing the lease failed: {e}")?;
+    match handover {
+        Handover::Released { epoch } => {
+            writeln!(out, "released the lease of {} (epoch {epoch})", opts.region)?
+        }
+        Handover::Failed { error, .. } => writeln!(out, "releasing the lease failed: {error}")?,
+        Handover::NotLeader => {}
     }
     writeln!(
         out,
@@ -196,7 +294,36 @@ pub async fn run_local<W: Write + Send>(
         summary.cycles,
         summary.decisions
     )?;
+    out.flush()?;
     Ok(summary)
+}
+
+/// The embedded region's world: ASGs converge, instances launch and heartbeat, routers write
+/// one sample per minute (that minute's mean, at the minute's end).
+struct World {
+    region: MemoryRegion,
+    region_name: String,
+    replays: Vec<(String, Vec<u32>)>,
+    start: i64,
+    next_minute: i64,
+}
+
+impl World {
+    fn step(&mut self, now: i64) {
+        self.region.advance(now);
+        while self.next_minute <= now {
+            let minute = ((self.next_minute - self.start) / 60_000 - 1) as usize;
+            for (pool, arrivals) in &self.replays {
+                let n = arrivals.len().max(1);
+                let sum: u64 = (0..60)
+                    .map(|s| u64::from(arrivals.get((minute * 60 + s) % n).copied().unwrap_or(0)))
+                    .sum();
+                self.region
+                    .put_rps(pool, &self.region_name, self.next_minute, sum as f64 / 60.0);
+            }
+            self.next_minute += 60_000;
+        }
+    }
 }
 
 fn stamp(ms: i64) -> String {
@@ -235,7 +362,25 @@ fn print_report<W: Write>(
             d.reason
         )?;
     }
-    for (pool, e) in &report.errors {
+    // The shadow policy, where it would have done otherwise than the live one.
+    for sh in &report.shadow {
+        let d = &sh.decision;
+        let live = report.pools.iter().find(|p| p.pool == sh.pool);
+        if live.is_some_and(|l| l.decision.desired == d.desired) && d.action == Action::None {
+            continue;
+        }
+        writeln!(
+            out,
+            "{} {region} {:<8} shadow                                  desired={:>3} {:<10} {}: {}",
+            stamp(d.at_ms - start),
+            sh.pool,
+            d.desired,
+            d.action.as_str(),
+            d.reason_code,
+            d.reason
+        )?;
+    }
+    for (pool, e) in report.errors.iter().chain(&report.shadow_errors) {
         writeln!(
             out,
             "{} {region} {pool:<8} error: {e}",

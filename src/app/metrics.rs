@@ -212,6 +212,17 @@ impl Metrics {
             registry,
             names,
         }
+        .init_reload_counters()
+    }
+
+    /// Start the reload counters at 0 for both results, so `increase()` sees the first
+    /// rejection (a series that appears at 1 has no increase).
+    fn init_reload_counters(self) -> Self {
+        for result in ["applied", "rejected"] {
+            self.policy_reloads.with_label_values(&[result]);
+            self.shadow_policy_reloads.with_label_values(&[result]);
+        }
+        self
     }
 
     /// The name of every metric this controller exports.

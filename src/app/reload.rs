@@ -35,7 +35,18 @@ impl PolicyWatcher {
         }
     }
 
-    /// Read the files again and say what changed.
+    /// Whether the files on disk hold an invalid edit (the running set stays in force).
+    pub fn is_rejecting(&self) -> bool {
+        self.last_rejected.is_some()
+    }
+
+    /// Re-read now, as on SIGHUP: an invalid edit is reported again even if it was before.
+    pub fn reload(&mut self) -> ReloadOutcome {
+        self.last_rejected = None;
+        self.poll()
+    }
+
+    /// Read the files again and say what changed. The same invalid edit is reported once.
     pub fn poll(&mut self) -> ReloadOutcome {
         match policy::load_paths(&self.paths) {
             Ok(set) => {
@@ -97,7 +108,10 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        // The same bad edit is reported once, not every poll.
+        // The same bad edit is reported once, not every poll; a forced reload (SIGHUP) says
+        // it again.
+        assert!(matches!(w.poll(), ReloadOutcome::Unchanged));
+        assert!(matches!(w.reload(), ReloadOutcome::Rejected(_)));
         assert!(matches!(w.poll(), ReloadOutcome::Unchanged));
         // Fixing it back to the running content changes nothing.
         std::fs::write(&file, GOOD.replace("max = 10", "max = 20")).unwrap();

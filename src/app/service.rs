@@ -1,18 +1,23 @@
-//! The long-lived service: leader election, the reconcile loop on the interval, and a clean
-//! shutdown that stops acting and releases the lease. Backend-agnostic: production passes the
-//! AWS adapters, tests pass the in-memory region.
+//! The long-lived service: leader election, the reconcile loop on the interval, policy hot
+//! reload, the HTTP endpoints, and a clean shutdown that stops acting and releases the lease.
+//! Backend-agnostic: production passes the AWS adapters, the embedded run and tests pass the
+//! in-memory region. Signals are not read here: the caller passes `shutdown` and notifies
+//! `reload`, so tests drive both.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::core::PolicySet;
+use crate::core::policy::PolicyError;
 use crate::ports::{Clock, LeaseStore};
+use prometheus::IntCounterVec;
 
 use super::election::{ElectionConfig, Elector, Transition};
-use super::http::Status;
+use super::http::{self, Status};
 use super::metrics::Metrics;
-use super::reconciler::{Backends, CycleReport, PoolError, Reconciler, Settings};
+use super::reconciler::{Backends, CycleReport, Reconciler, Settings};
 use super::reload::{PolicyWatcher, ReloadOutcome};
 
 #[derive(Debug, Clone)]
@@ -26,19 +31,39 @@ pub struct ServiceOptions {
     pub policy_poll: Duration,
     /// A candidate policy set evaluated beside the live one and recorded as dry-run.
     pub shadow: Option<PolicySet>,
+    /// Where the shadow policies came from, reloaded like the live ones (empty: no reload).
+    pub shadow_paths: Vec<PathBuf>,
 }
 
 pub struct ServiceDeps {
     pub backends: Backends,
     pub leases: Arc<dyn LeaseStore>,
     pub clock: Arc<dyn Clock>,
-    /// What the HTTP endpoints report.
+    /// What the HTTP endpoints report; `status.leader_watch()` is the leadership signal.
     pub status: Arc<Status>,
     /// Notified on SIGHUP: reload the policies now.
     pub reload: Arc<tokio::sync::Notify>,
+    /// Serve `/healthz`, `/readyz` and `/metrics` here while the service runs.
+    pub listener: Option<tokio::net::TcpListener>,
 }
 
-/// Run until `shutdown` resolves. `on_cycle` sees every cycle's report (tests, printing).
+/// How the service left the lease when it stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handover {
+    /// It did not hold the lease.
+    NotLeader,
+    /// It released the lease: a standby takes over on its next poll.
+    Released { epoch: u64 },
+    /// Releasing failed: a standby takes over after one lease duration.
+    Failed { epoch: u64, error: String },
+}
+
+/// The longest the shutdown waits for the lease store and for open HTTP connections.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
+const HTTP_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Run until `shutdown` resolves, then stop acting, release the lease and stop serving.
+/// `on_cycle` sees every cycle's report (tests, printing).
 pub async fn run_service(
     mut policies: PolicySet,
     opts: ServiceOptions,
@@ -46,63 +71,126 @@ pub async fn run_service(
     metrics: Metrics,
     shutdown: impl std::future::Future<Output = ()>,
     mut on_cycle: impl FnMut(&CycleReport),
-) {
+) -> Handover {
     let clock = deps.clock.clone();
     let status = deps.status.clone();
-    let mut elector = Elector::new(deps.leases.clone(), opts.election.clone());
     let region = opts.settings.region.clone();
-    let mut reconciler = Reconciler::new(deps.backends, opts.settings, metrics.clone());
-    reconciler.set_shadow(opts.shadow);
-    let mut watcher = (!opts.policy_paths.is_empty())
+    let http = deps.listener.map(|listener| {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(http::serve(
+            listener,
+            status.clone(),
+            metrics.clone(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        (stop, task)
+    });
+    let mut elector = Elector::new(deps.leases.clone(), opts.election.clone());
+    let mut reconciler = Reconciler::new(deps.backends, opts.settings.clone(), metrics.clone());
+    let mut live_watcher = (!opts.policy_paths.is_empty())
         .then(|| PolicyWatcher::new(opts.policy_paths.clone(), &policies));
+    let mut shadow_watcher = match &opts.shadow {
+        Some(s) if !opts.shadow_paths.is_empty() => {
+            Some(PolicyWatcher::new(opts.shadow_paths.clone(), s))
+        }
+        _ => None,
+    };
+    status.shadow_policy(opts.shadow.as_ref().map(|s| s.hash.as_str()));
+    reconciler.set_shadow(opts.shadow);
     metrics.policy_loaded.set(1);
     status.policy(&policies.hash);
-    let tick = opts
+    tracing::info!(
+        region = %region,
+        controller_id = %opts.settings.controller_id,
+        policy_hash = %policies.hash,
+        shadow_policy_hash = reconciler.shadow().map(|s| s.hash.as_str()).unwrap_or("none"),
+        dry_run = opts.settings.dry_run,
+        interval_s = opts.interval.as_secs_f64(),
+        "service started"
+    );
+    warn_unmatched_shadow_pools(&region, &policies, reconciler.shadow());
+
+    // A leader wakes to renew and to reconcile; a follower also polls the lease every
+    // `standby_poll`, so a released lease is taken over within about a second.
+    let leader_tick = opts
         .election
         .renew_every
         .min(opts.interval)
         .max(Duration::from_millis(100));
+    let standby_tick = leader_tick
+        .min(opts.election.standby_poll)
+        .max(Duration::from_millis(100));
     let interval_ms = opts.interval.as_millis() as i64;
-    let poll_ms = opts.policy_poll.as_millis().max(100) as i64;
+    // File polling runs on tokio's clock, not the controller's: the embedded region may run
+    // the controller faster than the wall, and files change at wall speed.
+    let policy_poll = opts.policy_poll.max(Duration::from_millis(100));
+    let mut next_poll = tokio::time::Instant::now() + policy_poll;
     let mut next_cycle = clock.now_ms();
-    let mut next_poll = clock.now_ms() + poll_ms;
     let mut reload_now = false;
+    // Per pool, the last backend read error (kept while the pool backs off).
+    let mut read_errors: BTreeMap<String, String> = BTreeMap::new();
     tokio::pin!(shutdown);
     loop {
         status.tick();
-        let now = clock.now_ms();
-        if let Some(w) = watcher.as_mut()
-            && (reload_now || now >= next_poll)
-        {
-            reload_now = false;
-            next_poll = now + poll_ms;
-            match w.poll() {
-                ReloadOutcome::Unchanged => {}
-                ReloadOutcome::Applied(set) => {
-                    tracing::info!(region = %region, old = %policies.hash, new = %set.hash, "policy reloaded; applies from the next cycle");
-                    metrics.policy_reloads.with_label_values(&["applied"]).inc();
-                    status.policy(&set.hash);
-                    status.policy_rejected(None);
-                    policies = set;
+        if reload_now || tokio::time::Instant::now() >= next_poll {
+            // A SIGHUP reports a still-invalid edit again; a timed poll reports it once. The
+            // reads are a few small local files, done inline.
+            let forced = std::mem::take(&mut reload_now);
+            next_poll = tokio::time::Instant::now() + policy_poll;
+            if let Some(w) = live_watcher.as_mut() {
+                match settle_reload(
+                    w,
+                    forced,
+                    &region,
+                    &policies.hash,
+                    "live",
+                    &metrics.policy_reloads,
+                ) {
+                    Reloaded::Applied(set) => {
+                        status.policy(&set.hash);
+                        status.policy_rejected(None);
+                        policies = set;
+                        warn_unmatched_shadow_pools(&region, &policies, reconciler.shadow());
+                    }
+                    Reloaded::Rejected(e) => status.policy_rejected(Some(e)),
+                    // Reverted to the running content: nothing is rejected any more.
+                    Reloaded::Unchanged if !w.is_rejecting() => status.policy_rejected(None),
+                    Reloaded::Unchanged => {}
                 }
-                ReloadOutcome::Rejected(e) => {
-                    tracing::error!(region = %region, in_force = %policies.hash, "policy edit rejected; the last good policy stays in force:\n{e}");
-                    metrics
-                        .policy_reloads
-                        .with_label_values(&["rejected"])
-                        .inc();
-                    status.policy_rejected(Some(e.to_string().trim().replace('\n', " ")));
+            }
+            if let Some(w) = shadow_watcher.as_mut() {
+                let in_force = reconciler
+                    .shadow()
+                    .map(|s| s.hash.clone())
+                    .unwrap_or_default();
+                match settle_reload(
+                    w,
+                    forced,
+                    &region,
+                    &in_force,
+                    "shadow",
+                    &metrics.shadow_policy_reloads,
+                ) {
+                    Reloaded::Applied(set) => {
+                        status.shadow_policy(Some(&set.hash));
+                        status.shadow_rejected(None);
+                        reconciler.set_shadow(Some(set));
+                        warn_unmatched_shadow_pools(&region, &policies, reconciler.shadow());
+                    }
+                    Reloaded::Rejected(e) => status.shadow_rejected(Some(e)),
+                    Reloaded::Unchanged if !w.is_rejecting() => status.shadow_rejected(None),
+                    Reloaded::Unchanged => {}
                 }
             }
         }
+
+        let now = clock.now_ms();
+        let mut lost = None;
         match elector.tick(now).await {
-            Transition::Acquired { epoch } => {
-                tracing::info!(region = %region, epoch, "acquired leadership");
-                reconciler.warm_history(&policies, now).await;
-            }
-            Transition::Lost { reason } => {
-                tracing::warn!(region = %region, %reason, "lost leadership");
-            }
+            Transition::Acquired { .. } => reconciler.warm_history(&policies, now).await,
+            Transition::Lost { reason } => lost = Some(reason),
             Transition::None => {}
         }
         let leadership = elector.leadership(clock.now_ms());
@@ -112,7 +200,18 @@ pub async fn run_service(
         } else {
             0
         });
-        status.leadership(leadership.is_leader, leadership.epoch);
+        if let Some(previous) = status.leadership(leadership.is_leader, leadership.epoch) {
+            if leadership.is_leader {
+                tracing::info!(region = %region, epoch = leadership.epoch, "leader: acting and recording");
+            } else {
+                tracing::warn!(
+                    region = %region,
+                    epoch = previous.epoch,
+                    reason = lost.as_deref().unwrap_or("the lease ran out before it was renewed"),
+                    "follower: stopped acting"
+                );
+            }
+        }
         if now >= next_cycle {
             let started = std::time::Instant::now();
             let report = reconciler
@@ -123,16 +222,29 @@ pub async fn run_service(
                 .with_label_values(&[region.as_str()])
                 .observe(started.elapsed().as_secs_f64());
             if report.lost_leadership {
-                tracing::warn!(region = %region, "a fenced append failed: another controller leads");
+                tracing::warn!(region = %region, epoch = leadership.epoch, "a fenced append failed: another controller leads");
             }
-            // Ready means every backend read worked; a record conflict is leadership, not
+            // Ready means every pool's latest backend read worked; a pool backing off keeps
+            // its error until it reads again. A record conflict is leadership, not
             // reachability.
-            let unreachable = report
-                .errors
-                .iter()
-                .find(|(_, e)| !matches!(e, PoolError::Record(_)))
-                .map(|(pool, e)| format!("{pool}: {e}"));
-            status.cycle(unreachable);
+            for p in &report.pools {
+                read_errors.remove(&p.pool);
+            }
+            for (pool, e) in &report.errors {
+                if e.is_read() {
+                    read_errors.insert(pool.clone(), e.to_string());
+                } else {
+                    read_errors.remove(pool);
+                }
+            }
+            read_errors.retain(|pool, _| policies.pools.contains_key(pool));
+            status.cycle((!read_errors.is_empty()).then(|| {
+                read_errors
+                    .iter()
+                    .map(|(pool, e)| format!("{pool}: {e}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            }));
             on_cycle(&report);
             // Keep the cadence; after a long stall, start again from now rather than burst.
             next_cycle += interval_ms;
@@ -140,18 +252,117 @@ pub async fn run_service(
                 next_cycle = now + interval_ms;
             }
         }
+        let tick = if leadership.is_leader {
+            leader_tick
+        } else {
+            standby_tick
+        };
+        let until_cycle = Duration::from_millis((next_cycle - clock.now_ms()).max(1) as u64);
         tokio::select! {
-            _ = clock.sleep(tick) => {}
+            _ = clock.sleep(tick.min(until_cycle)) => {}
             _ = deps.reload.notified() => reload_now = true,
             _ = &mut shutdown => break,
         }
     }
-    // Stop acting, then hand the lease over so a standby takes over at once.
-    if let Err(e) = elector.release().await {
-        tracing::warn!(region = %region, error = %e, "releasing the lease failed; a standby takes over after one lease duration");
+
+    // Stop acting (no cycle starts after this), then hand the lease over so a standby takes
+    // over at once. Nothing else is buffered: records and gauges are written within a cycle.
+    status.stopping();
+    let held = elector.leadership(clock.now_ms()).fence.map(|f| f.epoch);
+    let handover = match held {
+        None => Handover::NotLeader,
+        Some(epoch) => match tokio::time::timeout(RELEASE_TIMEOUT, elector.release()).await {
+            Ok(Ok(())) => {
+                tracing::info!(region = %region, epoch, "released the lease; a standby takes over on its next poll");
+                Handover::Released { epoch }
+            }
+            Ok(Err(e)) => Handover::Failed {
+                epoch,
+                error: e.to_string(),
+            },
+            Err(_) => Handover::Failed {
+                epoch,
+                error: format!("no answer from the lease store within {RELEASE_TIMEOUT:?}"),
+            },
+        },
+    };
+    if let Handover::Failed { epoch, error } = &handover {
+        tracing::warn!(region = %region, epoch, %error, "releasing the lease failed; a standby takes over after one lease duration");
     }
     metrics.leader.set(0);
     metrics.leader_epoch.set(0);
     status.leadership(false, 0);
+    if let Some((stop, mut task)) = http {
+        let _ = stop.send(());
+        match tokio::time::timeout(HTTP_DRAIN_TIMEOUT, &mut task).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the HTTP endpoints failed"),
+            Ok(_) => {}
+            Err(_) => task.abort(),
+        }
+    }
     tracing::info!(region = %region, "stopped");
+    handover
+}
+
+enum Reloaded {
+    Unchanged,
+    Applied(PolicySet),
+    /// Every problem, on one line (for `/readyz`).
+    Rejected(String),
+}
+
+/// Poll (or, `forced`, re-read) one policy set; log and count what happened.
+fn settle_reload(
+    w: &mut PolicyWatcher,
+    forced: bool,
+    region: &str,
+    in_force: &str,
+    which: &'static str,
+    counter: &IntCounterVec,
+) -> Reloaded {
+    let outcome = if forced { w.reload() } else { w.poll() };
+    match outcome {
+        ReloadOutcome::Unchanged => Reloaded::Unchanged,
+        ReloadOutcome::Applied(set) => {
+            counter.with_label_values(&["applied"]).inc();
+            tracing::info!(
+                region = %region,
+                policy = which,
+                old_hash = %in_force,
+                policy_hash = %set.hash,
+                "policy reloaded; applies from the next cycle"
+            );
+            Reloaded::Applied(set)
+        }
+        ReloadOutcome::Rejected(e) => {
+            counter.with_label_values(&["rejected"]).inc();
+            tracing::error!(
+                region = %region,
+                policy = which,
+                policy_hash = %in_force,
+                problems = e.problems.len(),
+                "policy reload rejected: the last good policy stays in force"
+            );
+            for p in &e.problems {
+                tracing::error!(region = %region, policy = which, problem = %p, "rejected policy edit");
+            }
+            Reloaded::Rejected(one_line(&e))
+        }
+    }
+}
+
+fn one_line(e: &PolicyError) -> String {
+    e.to_string().trim().replace('\n', " ")
+}
+
+/// A shadow policy for a pool the live set does not run in this region is never evaluated:
+/// say so once per load rather than silently.
+fn warn_unmatched_shadow_pools(region: &str, live: &PolicySet, shadow: Option<&PolicySet>) {
+    let Some(shadow) = shadow else { return };
+    for p in shadow.pools.values() {
+        if p.region(region).is_some() && live.pool(&p.pool).and_then(|l| l.region(region)).is_none()
+        {
+            tracing::warn!(region = %region, pool = %p.pool, "the shadow policy has a pool the live policies do not run here: it is not evaluated");
+        }
+    }
 }
