@@ -470,3 +470,161 @@ async fn a_shadow_policy_is_recorded_beside_the_live_one_and_never_acts() {
     assert_eq!(r.asg("asg-model-a").unwrap().desired, 8);
     assert!(rec.metrics().render().contains("mrgc_autoscaler_shadow_decisions_total{action=\"scale-up\",pool=\"model-a\",reason_code=\"above_band\",region=\"us-east-1\"} 1"));
 }
+
+/// A one-pool candidate for model-a with extra TOML after the bounds.
+fn shadow_policy(extra: &str) -> PolicySet {
+    parse_sources(&[PolicySource {
+        path: PathBuf::from("model-a.toml"),
+        text: format!(
+            "pool = \"model-a\"\nmin = 2\nmax = 50\n{extra}\n[regions.us-east-1]\nasg = \"asg-model-a\"\n"
+        ),
+    }])
+    .expect("valid shadow policy")
+}
+
+#[tokio::test]
+async fn the_live_policy_acts_while_the_shadow_one_only_records_from_the_same_reads() {
+    let r = region();
+    let live = policies();
+    // The candidate: a wide band, so it holds where the live policy scales up.
+    let shadow = shadow_policy("[band]\nlow = 0.5\nhigh = 3.0");
+    let mut rec = reconciler(&r, false);
+    rec.set_shadow(Some(shadow.clone()));
+    // 20 rps on 8: 2.5 per instance, above the live band (1.5), inside the shadow's (3.0).
+    traffic(&r, T0 - 300_000, T0, 20.0, 10.0);
+    let c = rec.reconcile_all(&live, T0, &Leadership::sole()).await;
+    assert!(c.errors.is_empty() && c.shadow_errors.is_empty(), "{c:?}");
+
+    // Exactly one SetDesiredCapacity, the live one; the group follows the live decision.
+    assert_eq!(r.calls().set_desired, 1);
+    assert_eq!(r.asg("asg-model-a").unwrap().desired, 16);
+    // One read of each pool's group, though two policies decided on model-a.
+    assert_eq!(r.calls().describe, 2);
+
+    let live_a = c.pools.iter().find(|p| p.pool == "model-a").unwrap();
+    assert_eq!(
+        (live_a.decision.action, live_a.outcome.clone()),
+        (Action::ScaleUp, Outcome::Applied)
+    );
+    let [shadow_a] = &c.shadow[..] else {
+        panic!("one shadow decision (model-a only): {:?}", c.shadow)
+    };
+    assert_eq!(
+        (
+            shadow_a.decision.action,
+            shadow_a.decision.reason_code,
+            shadow_a.outcome.clone()
+        ),
+        (
+            Action::None,
+            ReasonCode::WithinBand,
+            Outcome::Skipped("shadow policy".into())
+        )
+    );
+    // Both saw the same world.
+    assert_eq!(
+        (shadow_a.decision.serving, shadow_a.decision.rps),
+        (live_a.decision.serving, live_a.decision.rps)
+    );
+
+    let records = r.history("model-a", None, 0, 100).await.unwrap();
+    let shadow_recs: Vec<_> = records
+        .iter()
+        .filter(|d| d.policy_hash == shadow.hash)
+        .collect();
+    assert_eq!(shadow_recs.len(), 1, "{records:#?}");
+    assert!(shadow_recs[0].dry_run && shadow_recs[0].key.slot() == 1);
+    assert_eq!(shadow_recs[0].scaling_action, Action::None);
+    let live_recs: Vec<_> = records
+        .iter()
+        .filter(|d| d.policy_hash == live.hash)
+        .collect();
+    assert_eq!(live_recs.len(), 1);
+    assert!(!live_recs[0].dry_run && live_recs[0].key.slot() == 0);
+    assert_eq!(live_recs[0].result, Outcome::Applied);
+    let text = rec.metrics().render();
+    assert!(
+        text.contains(
+            "mrgc_autoscaler_shadow_pool_desired{pool=\"model-a\",region=\"us-east-1\"} 8"
+        ),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn the_shadow_policy_counts_capacity_with_its_own_timeouts() {
+    let r = region();
+    let live = policies();
+    // Heartbeats are stamped every 10 s; at 30 s after the last stamp the live policy (90 s
+    // timeout) counts the instances, a candidate with a 20 s timeout does not.
+    let shadow = shadow_policy("[instances]\nheartbeat_timeout = \"20s\"");
+    let mut rec = reconciler(&r, false);
+    rec.set_shadow(Some(shadow));
+    traffic(&r, T0 - 300_000, T0 + 60_000, 10.0, 10.0);
+    r.advance(T0);
+    let c = rec
+        .reconcile_all(&live, T0 + 30_000, &Leadership::sole())
+        .await;
+    let live_a = c.pools.iter().find(|p| p.pool == "model-a").unwrap();
+    assert_eq!(live_a.decision.serving, 8);
+    assert_eq!(c.shadow[0].decision.serving, 0);
+    assert_eq!(c.shadow[0].decision.held, 8);
+}
+
+#[tokio::test]
+async fn a_new_candidate_starts_with_a_fresh_history_and_is_recorded_at_once() {
+    let r = region();
+    let live = policies();
+    let band = "[band]\nlow = 0.5\nhigh = 3.0";
+    // Dry-run, so the live policy leaves the group alone and both see the same 8 instances.
+    let mut rec = reconciler(&r, true);
+    rec.set_shadow(Some(shadow_policy(band)));
+    // 20 rps on 8 is inside the candidate's band: it recommends holding 8.
+    traffic(&r, T0 - 300_000, T0, 20.0, 20.0);
+    rec.reconcile_all(&live, T0, &Leadership::sole()).await;
+    // Demand falls to 2 rps: the candidate's stabilization window still holds the 8.
+    traffic(&r, T0 + 1, T0 + 120_000, 2.0, 20.0);
+    let shadow_a = |c: &mrgc_autoscaler::app::CycleReport| {
+        c.shadow
+            .iter()
+            .find(|s| s.pool == "model-a")
+            .expect("a shadow decision for model-a")
+            .clone()
+    };
+    r.advance(T0 + 60_000);
+    let c = rec
+        .reconcile_all(&live, T0 + 60_000, &Leadership::sole())
+        .await;
+    assert_eq!(
+        shadow_a(&c).decision.reason_code,
+        ReasonCode::ScaleDownStabilized
+    );
+    // The same candidate set again (a reload that changed nothing) keeps its history.
+    rec.set_shadow(Some(shadow_policy(band)));
+    r.advance(T0 + 90_000);
+    let c = rec
+        .reconcile_all(&live, T0 + 90_000, &Leadership::sole())
+        .await;
+    assert_eq!(
+        shadow_a(&c).decision.reason_code,
+        ReasonCode::ScaleDownStabilized
+    );
+    assert!(!shadow_a(&c).recorded, "unchanged: nothing new to record");
+    // Another candidate (here the same rules under a new hash) does not inherit the old one's
+    // recommendations, and its first decision is recorded at once under its own hash.
+    let other = shadow_policy(&format!("{band}\n# v2"));
+    rec.set_shadow(Some(other.clone()));
+    r.advance(T0 + 120_000);
+    let c = rec
+        .reconcile_all(&live, T0 + 120_000, &Leadership::sole())
+        .await;
+    let s = shadow_a(&c);
+    assert_eq!(
+        s.decision.action,
+        Action::ScaleDown,
+        "{}",
+        s.decision.reason
+    );
+    assert!(s.recorded);
+    assert!(r.decisions().iter().any(|d| d.policy_hash == other.hash));
+}
