@@ -1,20 +1,25 @@
-//! The long-lived service: policy hot reload (a valid edit applies, an invalid one is rejected
-//! and the old policy keeps running) and the HTTP endpoints.
+//! The long-lived service against the in-memory region: policy hot reload (a valid edit
+//! applies on the next cycle, an invalid one is rejected and the old policy keeps running),
+//! shadow reload, readiness while a pool backs off, the HTTP endpoints, the leadership watch
+//! and a graceful shutdown that hands the lease to a standby. Loops run on paused time.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
 
 use mrgc_autoscaler::adapters::memory::MemoryRegion;
 use mrgc_autoscaler::app::clock::TokioClock;
-use mrgc_autoscaler::app::election::ElectionConfig;
+use mrgc_autoscaler::app::election::{ElectionConfig, LeaderState, lease_key};
 use mrgc_autoscaler::app::http::{self, Status};
 use mrgc_autoscaler::app::metrics::Metrics;
-use mrgc_autoscaler::app::service::{ServiceDeps, ServiceOptions, run_service};
-use mrgc_autoscaler::app::{Backends, Settings};
+use mrgc_autoscaler::app::service::{Handover, ServiceDeps, ServiceOptions, run_service};
+use mrgc_autoscaler::app::{Backends, CycleReport, Settings};
+use mrgc_autoscaler::core::DecisionRecord;
 use mrgc_autoscaler::core::policy::load_paths;
+use mrgc_autoscaler::ports::{Clock, LeaseStore, PortError};
 
 const T0: i64 = 1_764_000_000_000;
 const REGION: &str = "us-east-1";
@@ -27,11 +32,8 @@ fn write_policy(dir: &Path, max: &str) {
     .expect("write policy");
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_valid_edit_applies_and_an_invalid_one_is_rejected_while_the_old_policy_runs() {
-    let dir = tempfile::tempdir().unwrap();
-    write_policy(dir.path(), "50");
-    let first = load_paths(&[dir.path().to_path_buf()]).unwrap();
+/// One pool, 8 instances serving, 10 rps for an hour (inside the band: a steady hold).
+fn region() -> MemoryRegion {
     let r = MemoryRegion::new(REGION, 1);
     r.create_asg(
         "asg-a",
@@ -42,105 +44,363 @@ async fn a_valid_edit_applies_and_an_invalid_one_is_rejected_while_the_old_polic
         Duration::ZERO,
     );
     r.warm_start("asg-a", 8, T0);
-    // 10 rps on 8: in the band, recorded once and at each change.
-    for m in -5..30 {
+    for m in -5..60 {
         r.put_rps("model-a", REGION, T0 + m * 60_000, 10.0);
     }
+    r
+}
+
+/// Instances heartbeat on the controller's clock.
+fn world(r: &MemoryRegion, clock: &TokioClock) -> tokio::task::JoinHandle<()> {
+    let (r, clock) = (r.clone(), clock.clone());
+    tokio::spawn(async move {
+        loop {
+            r.advance(clock.now_ms());
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    })
+}
+
+struct Replica {
+    status: Arc<Status>,
+    metrics: Metrics,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<(Handover, Vec<CycleReport>)>,
+}
+
+impl Replica {
+    async fn stop(self) -> (Handover, Vec<CycleReport>) {
+        let _ = self.stop.send(());
+        self.task.await.expect("service task")
+    }
+}
+
+#[derive(Default)]
+struct Start {
+    policy_paths: Vec<PathBuf>,
+    shadow_paths: Vec<PathBuf>,
+    listener: Option<tokio::net::TcpListener>,
+    record_heartbeat: Option<Duration>,
+}
+
+/// Start one replica `id` of the service on `r`. Replicas share `clock` (T0 at the test's
+/// start), as hosts share the wall.
+fn start(r: &MemoryRegion, clock: &TokioClock, id: &str, s: Start) -> Replica {
+    let policies = match s.policy_paths.first() {
+        Some(_) => load_paths(&s.policy_paths).expect("valid policies"),
+        None => {
+            let dir = tempfile::tempdir().unwrap();
+            write_policy(dir.path(), "50");
+            load_paths(&[dir.path().to_path_buf()]).unwrap()
+        }
+    };
+    let shadow = (!s.shadow_paths.is_empty())
+        .then(|| load_paths(&s.shadow_paths).expect("valid shadow policies"));
     let metrics = Metrics::new();
     let status = Status::new(Duration::from_secs(30));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let service = {
-        let (r, metrics, status) = (r.clone(), metrics.clone(), status.clone());
-        let paths = vec![dir.path().to_path_buf()];
+    let (stop, stopped) = oneshot::channel::<()>();
+    let opts = ServiceOptions {
+        settings: Settings {
+            region: REGION.into(),
+            controller_id: id.into(),
+            dry_run: false,
+            record_heartbeat: s.record_heartbeat.unwrap_or(Duration::from_secs(600)),
+        },
+        interval: Duration::from_secs(30),
+        election: ElectionConfig::new(REGION, id),
+        policy_paths: s.policy_paths,
+        policy_poll: Duration::from_secs(5),
+        shadow,
+        shadow_paths: s.shadow_paths,
+    };
+    let deps = ServiceDeps {
+        backends: Backends::in_memory(r),
+        leases: Arc::new(r.clone()),
+        clock: Arc::new(clock.clone()),
+        status: status.clone(),
+        reload: Arc::new(tokio::sync::Notify::new()),
+        listener: s.listener,
+    };
+    let task = {
+        let metrics = metrics.clone();
         tokio::spawn(async move {
-            run_service(
-                first,
-                ServiceOptions {
-                    settings: Settings {
-                        region: REGION.into(),
-                        controller_id: "svc".into(),
-                        dry_run: false,
-                        // Record every cycle, so every cycle's policy hash is visible.
-                        record_heartbeat: Duration::ZERO,
-                    },
-                    interval: Duration::from_secs(30),
-                    election: ElectionConfig::new(REGION, "svc"),
-                    policy_paths: paths,
-                    policy_poll: Duration::from_secs(5),
-                    shadow: None,
-                    shadow_paths: vec![],
-                },
-                ServiceDeps {
-                    backends: Backends::in_memory(&r),
-                    leases: Arc::new(r.clone()),
-                    clock: Arc::new(TokioClock::starting_at(T0, 1.0)),
-                    status,
-                    reload: Arc::new(tokio::sync::Notify::new()),
-                    listener: None,
-                },
+            let mut reports = Vec::new();
+            let handover = run_service(
+                policies,
+                opts,
+                deps,
                 metrics,
                 async {
                     let _ = stopped.await;
                 },
-                |_| {},
+                |r| reports.push(r.clone()),
             )
             .await;
+            (handover, reports)
         })
     };
-    let hashes = |r: &MemoryRegion| -> Vec<String> {
-        let mut v: Vec<String> = r
-            .decisions()
-            .iter()
-            .map(|d| d.policy_hash.clone())
-            .collect();
-        v.dedup();
-        v
-    };
+    Replica {
+        status,
+        metrics,
+        stop,
+        task,
+    }
+}
+
+fn hashes(records: &[DecisionRecord]) -> Vec<String> {
+    let mut v: Vec<String> = records.iter().map(|d| d.policy_hash.clone()).collect();
+    v.dedup();
+    v
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_valid_edit_applies_on_the_next_cycle_and_an_invalid_one_is_rejected() {
+    let clock = TokioClock::starting_at(T0, 1.0);
+    let dir = tempfile::tempdir().unwrap();
+    write_policy(dir.path(), "50");
+    let r = region();
+    let world = world(&r, &clock);
+    let svc = start(
+        &r,
+        &clock,
+        "svc",
+        Start {
+            policy_paths: vec![dir.path().to_path_buf()],
+            ..Start::default()
+        },
+    );
     tokio::time::sleep(Duration::from_secs(61)).await;
-    let h1 = hashes(&r);
+    let h1 = hashes(&r.decisions());
     assert_eq!(h1.len(), 1, "{h1:?}");
 
-    // A valid edit: recorded under its new hash from the next cycle on.
+    // A valid edit: the decision stays a hold, yet the first cycle after the next poll records
+    // it under the new hash (a new policy is a change worth recording).
     write_policy(dir.path(), "60");
+    let edited_at = T0 + 61_000;
     tokio::time::sleep(Duration::from_secs(61)).await;
-    let h2 = hashes(&r);
+    let records = r.decisions();
+    let h2 = hashes(&records);
     assert_eq!(h2.len(), 2, "{h2:?}");
+    let first_new = records
+        .iter()
+        .find(|d| d.policy_hash == h2[1])
+        .expect("a record under the new hash");
     assert!(
-        metrics
+        first_new.at_ms() <= edited_at + 5_000 + 30_000,
+        "applied on the cycle after the next poll, not later: at +{} ms",
+        first_new.at_ms() - edited_at
+    );
+    assert!(
+        svc.metrics
             .render()
             .contains("mrgc_autoscaler_policy_reloads_total{result=\"applied\"} 1")
     );
-    assert!(
-        status.ready().unwrap_or_default().contains(&h2[1]),
-        "{:?}",
-        status.ready()
-    );
+    let ready = svc.status.ready().expect("ready");
+    assert!(ready.contains(&format!("policy {}", h2[1])), "{ready}");
 
-    // An invalid edit: rejected once, the last good policy keeps deciding.
+    // An invalid edit: rejected once with its file:line:col, the last good policy keeps
+    // deciding and recording.
     write_policy(dir.path(), "1");
     tokio::time::sleep(Duration::from_secs(61)).await;
-    let h3 = hashes(&r);
     assert_eq!(
-        h3, h2,
+        hashes(&r.decisions()),
+        h2,
         "the rejected edit must not replace the running policy"
     );
-    let text = metrics.render();
+    let text = svc.metrics.render();
     assert!(
         text.contains("mrgc_autoscaler_policy_reloads_total{result=\"rejected\"} 1"),
         "{text}"
     );
-    let ready = status.ready().expect("still ready on the last good policy");
+    let ready = svc
+        .status
+        .ready()
+        .expect("still ready on the last good policy");
     assert!(
         ready.contains("the last policy edit was rejected")
-            && ready.contains("min (2) is greater than max (1)"),
+            && ready.contains("model-a.toml:3:7: min (2) is greater than max (1)"),
+        "{ready}"
+    );
+    // Fixed back to the running content: the rejection is gone, nothing is reloaded.
+    write_policy(dir.path(), "60");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let ready = svc.status.ready().expect("ready");
+    assert!(!ready.contains("rejected"), "{ready}");
+
+    let (_, reports) = svc.stop().await;
+    world.abort();
+    assert!(
+        reports
+            .iter()
+            .flat_map(|c| &c.pools)
+            .all(|p| p.decision.max == 50 || p.decision.max == 60),
+        "decisions only ever used a valid policy"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_shadow_policy_reloads_and_rejects_on_its_own() {
+    let clock = TokioClock::starting_at(T0, 1.0);
+    let live = tempfile::tempdir().unwrap();
+    let shadow = tempfile::tempdir().unwrap();
+    write_policy(live.path(), "50");
+    write_policy(shadow.path(), "40");
+    let r = region();
+    let world = world(&r, &clock);
+    let svc = start(
+        &r,
+        &clock,
+        "svc",
+        Start {
+            policy_paths: vec![live.path().to_path_buf()],
+            shadow_paths: vec![shadow.path().to_path_buf()],
+            ..Start::default()
+        },
+    );
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    let shadow_hashes = |r: &MemoryRegion| {
+        let recs: Vec<DecisionRecord> = r
+            .decisions()
+            .into_iter()
+            .filter(|d| d.key.slot() == 1)
+            .collect();
+        assert!(recs.iter().all(|d| d.dry_run));
+        hashes(&recs)
+    };
+    let s1 = shadow_hashes(&r);
+    assert_eq!(s1.len(), 1);
+
+    // An invalid candidate: rejected and counted apart from the live policy; the old
+    // candidate keeps being evaluated.
+    write_policy(shadow.path(), "0");
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    assert_eq!(shadow_hashes(&r), s1);
+    let text = svc.metrics.render();
+    assert!(
+        text.contains("mrgc_autoscaler_shadow_policy_reloads_total{result=\"rejected\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("mrgc_autoscaler_policy_reloads_total{result=\"rejected\"} 0"),
+        "{text}"
+    );
+    let ready = svc
+        .status
+        .ready()
+        .expect("a bad candidate does not unready");
+    assert!(
+        ready.contains("the last shadow edit was rejected"),
         "{ready}"
     );
 
-    let _ = stop.send(());
-    service.await.unwrap();
+    // A valid candidate: recorded under its hash from the next cycle.
+    write_policy(shadow.path(), "45");
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    let s2 = shadow_hashes(&r);
+    assert_eq!(s2.len(), 2, "{s2:?}");
+    assert!(
+        svc.status
+            .ready()
+            .unwrap()
+            .contains(&format!("shadow policy {}", s2[1]))
+    );
+    svc.stop().await;
+    world.abort();
+    assert_eq!(r.calls().set_desired, 0, "a steady hold: nobody acted");
 }
 
-async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+#[tokio::test(start_paused = true)]
+async fn readiness_stays_down_while_a_failing_pool_backs_off() {
+    let clock = TokioClock::starting_at(T0, 1.0);
+    let r = region();
+    let world = world(&r, &clock);
+    r.fail_inventory("model-a", Some(PortError::Permanent("AccessDenied".into())));
+    let svc = start(&r, &clock, "svc", Start::default());
+    // A permanent error backs off 5 minutes: the cycles in between skip the pool.
+    tokio::time::sleep(Duration::from_secs(4 * 60)).await;
+    let not_ready = svc.status.ready().expect_err("not ready");
+    assert!(
+        not_ready.contains("model-a: reading instances: AccessDenied"),
+        "{not_ready}"
+    );
+    r.fail_inventory("model-a", None);
+    tokio::time::sleep(Duration::from_secs(2 * 60)).await;
+    assert!(svc.status.ready().is_ok(), "{:?}", svc.status.ready());
+    let (_, reports) = svc.stop().await;
+    world.abort();
+    assert!(
+        reports
+            .iter()
+            .any(|c| c.backing_off == vec!["model-a".to_string()]),
+        "some cycles skipped the backing-off pool"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_shutdown_the_leader_releases_and_the_standby_takes_over_within_a_second() {
+    let clock = TokioClock::starting_at(T0, 1.0);
+    let r = region();
+    let world = world(&r, &clock);
+    let a = start(&r, &clock, "a", Start::default());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let b = start(&r, &clock, "b", Start::default());
+    let mut a_watch = a.status.leader_watch();
+    let mut b_watch = b.status.leader_watch();
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert_eq!(
+        *a_watch.borrow_and_update(),
+        LeaderState {
+            is_leader: true,
+            epoch: 1
+        }
+    );
+    assert!(!b_watch.borrow_and_update().is_leader);
+
+    let stopped_at = tokio::time::Instant::now();
+    let (handover, _) = a.stop().await;
+    assert_eq!(handover, Handover::Released { epoch: 1 });
+    assert!(!a_watch.borrow().is_leader, "a published that it follows");
+    let took_over = tokio::time::timeout(Duration::from_secs(5), b_watch.wait_for(|s| s.is_leader))
+        .await
+        .expect("b takes over")
+        .map(|s| *s)
+        .expect("b's watch is open");
+    let after = stopped_at.elapsed();
+    assert_eq!(took_over.epoch, 2);
+    assert!(
+        after <= Duration::from_millis(1_100),
+        "the standby polls the lease every second, took {after:?}"
+    );
+    let lease = r.read(&lease_key(REGION)).await.unwrap().unwrap();
+    assert_eq!((lease.holder.as_str(), lease.epoch), ("b", 2));
+
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    b.stop().await;
+    world.abort();
+    // Each epoch appended in its own stretch of time: a before the handover, b after.
+    let records = r.decisions();
+    let last_a = records
+        .iter()
+        .filter(|d| d.leader_epoch == 1)
+        .map(|d| d.at_ms())
+        .max()
+        .expect("a recorded");
+    let first_b = records
+        .iter()
+        .filter(|d| d.leader_epoch == 2)
+        .map(|d| d.at_ms())
+        .min()
+        .expect("b recorded after taking over");
+    assert!(last_a < first_b);
+    assert!(
+        records
+            .iter()
+            .all(|d| (d.leader_epoch == 1 && d.controller_id == "a")
+                || (d.leader_epoch == 2 && d.controller_id == "b"))
+    );
+}
+
+async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
         .await
@@ -152,8 +412,8 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = buf.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (code, body)
+    let (head, body) = buf.split_once("\r\n\r\n").unwrap_or((&buf, ""));
+    (code, head.to_ascii_lowercase(), body.to_string())
 }
 
 #[tokio::test]
@@ -162,7 +422,7 @@ async fn endpoints_report_health_readiness_and_metrics() {
     let addr = listener.local_addr().unwrap();
     let status = Status::new(Duration::from_secs(30));
     let metrics = Metrics::new();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(http::serve(
         listener,
         status.clone(),
@@ -173,13 +433,13 @@ async fn endpoints_report_health_readiness_and_metrics() {
     ));
 
     assert_eq!(get(addr, "/healthz").await.0, 200);
-    let (code, body) = get(addr, "/readyz").await;
+    let (code, _, body) = get(addr, "/readyz").await;
     assert_eq!(code, 503);
     assert!(body.contains("no valid policy loaded"), "{body}");
 
     status.policy("abc123");
     status.tick();
-    let (code, body) = get(addr, "/readyz").await;
+    let (code, _, body) = get(addr, "/readyz").await;
     assert_eq!(code, 503);
     assert!(
         body.contains("no reconcile cycle has completed yet"),
@@ -189,7 +449,7 @@ async fn endpoints_report_health_readiness_and_metrics() {
     status.cycle(Some(
         "model-a: reading instances: transient: throttled".into(),
     ));
-    let (code, body) = get(addr, "/readyz").await;
+    let (code, _, body) = get(addr, "/readyz").await;
     assert_eq!(code, 503);
     assert!(
         body.contains("could not read its backends: model-a: reading instances"),
@@ -197,21 +457,85 @@ async fn endpoints_report_health_readiness_and_metrics() {
     );
 
     status.cycle(None);
-    status.leadership(true, 4);
-    let (code, body) = get(addr, "/readyz").await;
+    let mut watch = status.leader_watch();
+    assert_eq!(
+        status.leadership(true, 4),
+        Some(LeaderState::default()),
+        "a transition returns the previous state"
+    );
+    assert_eq!(status.leadership(true, 4), None, "no transition");
+    assert!(watch.has_changed().unwrap());
+    assert_eq!(watch.borrow_and_update().epoch, 4);
+    let (code, _, body) = get(addr, "/readyz").await;
     assert_eq!(
         (code, body.trim()),
         (200, "ready: leader (epoch 4), policy abc123")
     );
     status.leadership(false, 0);
-    assert!(get(addr, "/readyz").await.1.contains("ready: follower"));
+    assert!(get(addr, "/readyz").await.2.contains("ready: follower"));
+    status.stopping();
+    let (code, _, body) = get(addr, "/readyz").await;
+    assert_eq!(code, 503);
+    assert!(body.contains("shutting down"), "{body}");
 
     metrics.leader.set(1);
-    let (code, body) = get(addr, "/metrics").await;
+    let (code, head, body) = get(addr, "/metrics").await;
     assert_eq!(code, 200);
+    assert!(
+        head.contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
     assert!(body.contains("mrgc_autoscaler_leader 1"), "{body}");
     assert_eq!(get(addr, "/nope").await.0, 404);
 
     let _ = stop.send(());
     server.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn the_service_serves_its_endpoints_and_stops_serving_when_it_stops() {
+    let clock = TokioClock::starting_at(T0, 1.0);
+    let r = region();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let svc = start(
+        &r,
+        &clock,
+        "svc",
+        Start {
+            listener: Some(listener),
+            ..Start::default()
+        },
+    );
+    // The first cycle runs at once; wait for it through the leadership watch.
+    let mut watch = svc.status.leader_watch();
+    watch
+        .wait_for(|s| s.is_leader)
+        .await
+        .expect("watch open while the service runs");
+    let mut ready = get(addr, "/readyz").await;
+    for _ in 0..100 {
+        if ready.0 == 200 {
+            break;
+        }
+        tokio::task::yield_now().await;
+        ready = get(addr, "/readyz").await;
+    }
+    assert_eq!(ready.0, 200, "{}", ready.2);
+    assert!(ready.2.starts_with("ready: leader (epoch 1), policy "));
+    assert_eq!(get(addr, "/healthz").await.0, 200);
+    let (code, _, body) = get(addr, "/metrics").await;
+    assert_eq!(code, 200);
+    assert!(body.contains("mrgc_autoscaler_leader 1"), "{body}");
+    assert!(
+        body.contains("mrgc_autoscaler_reconcile_duration_seconds_count{region=\"us-east-1\"} 1"),
+        "{body}"
+    );
+
+    let (handover, _) = svc.stop().await;
+    assert_eq!(handover, Handover::Released { epoch: 1 });
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the endpoints stop with the service"
+    );
 }
