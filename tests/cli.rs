@@ -166,3 +166,210 @@ fn bad_flags_are_usage_errors() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("does-not-exist:1:1: cannot read"));
 }
+
+/// Send `sig` with the shell's own `kill` (no procps needed).
+fn signal(child: &std::process::Child, sig: &str) {
+    let ok = Command::new("sh")
+        .args(["-c", &format!("kill -{sig} {}", child.id())])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -{sig} failed");
+}
+
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the endpoints");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).expect("read the response");
+    let code = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (
+        code,
+        buf.split_once("\r\n\r\n").map_or("", |x| x.1).to_string(),
+    )
+}
+
+/// Poll `/metrics` until it contains `needle` (at most ~10 s), returning the last text.
+fn wait_for_metric(addr: &str, needle: &str) -> String {
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = http_get(addr, "/metrics").1;
+        if text.contains(needle) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    text
+}
+
+#[test]
+fn run_serves_its_endpoints_reloads_on_sighup_and_exits_0_on_sigterm() {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    for f in ["model-a.toml", "model-b.toml", "model-c.toml"] {
+        std::fs::copy(shipped.join(f), dir.path().join(f)).unwrap();
+    }
+    let mut child = bin()
+        .args([
+            "run",
+            "--speed",
+            "600",
+            "--listen",
+            "127.0.0.1:0",
+            "--policy-poll",
+            "100ms",
+            "--policies",
+        ])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let stderr = child.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut std::io::BufReader::new(stderr), &mut s);
+        s
+    });
+    let mut seen = Vec::new();
+    let mut wait_line = |pred: &dyn Fn(&str) -> bool| -> String {
+        while let Ok(l) = lines.recv_timeout(Duration::from_secs(10)) {
+            seen.push(l.clone());
+            if pred(&l) {
+                return l;
+            }
+        }
+        panic!("no such line in:\n{}", seen.join("\n"));
+    };
+
+    let endpoints = wait_line(&|l| l.starts_with("endpoints: http://"));
+    let addr = endpoints["endpoints: http://".len()..]
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    wait_line(&|l| l.contains("leader of us-east-1 (epoch 1)"));
+    let text = wait_for_metric(&addr, "mrgc_autoscaler_leader 1");
+    assert!(text.contains("mrgc_autoscaler_leader 1"), "{text}");
+    let (code, body) = http_get(&addr, "/readyz");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.starts_with("ready: leader (epoch 1)"), "{body}");
+
+    // An invalid edit is rejected (and logged with its file:line:col); SIGHUP re-reads it and
+    // rejects it again; the process keeps running on the last good policy.
+    std::fs::write(
+        dir.path().join("model-a.toml"),
+        "pool = \"model-a\"\nmin = 10\nmax = 5\n[regions.us-east-1]\nasg = \"g\"\n",
+    )
+    .unwrap();
+    let rejected =
+        |n: u32| format!("mrgc_autoscaler_policy_reloads_total{{result=\"rejected\"}} {n}");
+    let text = wait_for_metric(&addr, &rejected(1));
+    assert!(text.contains(&rejected(1)), "{text}");
+    signal(&child, "HUP");
+    let text = wait_for_metric(&addr, &rejected(2));
+    assert!(text.contains(&rejected(2)), "{text}");
+    assert_eq!(http_get(&addr, "/readyz").0, 200, "still ready");
+
+    signal(&child, "TERM");
+    let mut status = None;
+    for _ in 0..100 {
+        status = child.try_wait().unwrap();
+        if status.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let Some(status) = status else {
+        let _ = child.kill();
+        panic!("still running 10 s after SIGTERM");
+    };
+    assert_eq!(status.code(), Some(0), "SIGTERM exits 0");
+    seen.extend(lines.try_iter());
+    let out = seen.join("\n");
+    assert!(
+        out.contains("released the lease of us-east-1 (epoch 1)"),
+        "{out}"
+    );
+    assert!(
+        seen.last().is_some_and(|l| l.starts_with("stopped after")),
+        "{out}"
+    );
+    let err = stderr.join().unwrap();
+    assert!(err.contains("policy reload rejected"), "{err}");
+    assert!(
+        err.contains("model-a.toml:3:7: min (10) is greater than max (5)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_bad_shadow_policy_or_lease_setting_exits_64_before_running() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("model-a.toml"),
+        "pool = \"model-a\"\nmin = 3\nmax = 2\n[regions.us-east-1]\nasg = \"g\"\n",
+    )
+    .unwrap();
+    let out = bin()
+        .args(["run", "--listen", "127.0.0.1:0", "--shadow-policies"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("model-a.toml:3:7: min (3) is greater than max (2)"),
+        "{err}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).is_empty(),
+        "never started"
+    );
+
+    let out = bin()
+        .args([
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--lease-duration",
+            "8s",
+            "--renew-every",
+            "5s",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("must be more than twice --renew-every"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
