@@ -9,10 +9,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus::IntCounterVec;
+
 use crate::core::PolicySet;
 use crate::core::policy::PolicyError;
 use crate::ports::{Clock, LeaseStore};
-use prometheus::IntCounterVec;
 
 use super::election::{ElectionConfig, Elector, Transition};
 use super::http::{self, Status};
