@@ -10,62 +10,13 @@ use mrgc_autoscaler::app::clock::TokioClock;
 use mrgc_autoscaler::app::election::{ElectionConfig, lease_key};
 use mrgc_autoscaler::app::metrics::Metrics;
 use mrgc_autoscaler::app::service::{ServiceDeps, ServiceOptions, run_service};
-use mrgc_autoscaler::app::{Backends, Leadership, PoolError, Reconciler, Settings};
+use mrgc_autoscaler::app::{Backends, Leadership, PoolError, Settings};
 use mrgc_autoscaler::core::policy::{PolicySource, parse_sources};
-use mrgc_autoscaler::core::{Action, Outcome, PolicySet, ReasonCode};
+use mrgc_autoscaler::core::{Action, Outcome, ReasonCode};
 use mrgc_autoscaler::ports::{DecisionLog, Fence, LeaseStore, PortError};
 
-const T0: i64 = 1_764_000_000_000;
-const REGION: &str = "us-east-1";
-
-fn policies() -> PolicySet {
-    let mk = |pool: &str| PolicySource {
-        path: PathBuf::from(format!("{pool}.toml")),
-        text: format!(
-            "pool = \"{pool}\"\nmin = 2\nmax = 50\n[scale_down]\nmax_step = \"50%\"\nstabilization = \"5m\"\n[instances]\nlaunch_time = \"6m\"\n[regions.us-east-1]\nasg = \"asg-{pool}\"\n"
-        ),
-    };
-    parse_sources(&[mk("model-a"), mk("model-b")]).expect("valid test policies")
-}
-
-fn region() -> MemoryRegion {
-    let r = MemoryRegion::new(REGION, 7);
-    for pool in ["model-a", "model-b"] {
-        r.create_asg(
-            &format!("asg-{pool}"),
-            pool,
-            0,
-            100,
-            Duration::from_secs(360),
-            Duration::ZERO,
-        );
-        r.warm_start(&format!("asg-{pool}"), 8, T0);
-    }
-    r
-}
-
-fn reconciler(r: &MemoryRegion, dry_run: bool) -> Reconciler {
-    Reconciler::new(
-        Backends::in_memory(r),
-        Settings {
-            region: REGION.into(),
-            controller_id: "test-1".into(),
-            dry_run,
-            record_heartbeat: Duration::from_secs(600),
-        },
-        Metrics::new(),
-    )
-}
-
-/// Write `rps` for both pools at every minute end in [from, to].
-fn traffic(r: &MemoryRegion, from: i64, to: i64, rps_a: f64, rps_b: f64) {
-    let mut t = from - from.rem_euclid(60_000);
-    while t <= to {
-        r.put_rps("model-a", REGION, t, rps_a);
-        r.put_rps("model-b", REGION, t, rps_b);
-        t += 60_000;
-    }
-}
+mod fixtures;
+use fixtures::{REGION, T0, policies, reconciler, region, shadow_policy, traffic};
 
 #[tokio::test]
 async fn the_loop_scales_up_waits_for_launches_then_scales_down() {
@@ -472,15 +423,6 @@ async fn a_shadow_policy_is_recorded_beside_the_live_one_and_never_acts() {
 }
 
 /// A one-pool candidate for model-a with extra TOML after the bounds.
-fn shadow_policy(extra: &str) -> PolicySet {
-    parse_sources(&[PolicySource {
-        path: PathBuf::from("model-a.toml"),
-        text: format!(
-            "pool = \"model-a\"\nmin = 2\nmax = 50\n{extra}\n[regions.us-east-1]\nasg = \"asg-model-a\"\n"
-        ),
-    }])
-    .expect("valid shadow policy")
-}
 
 #[tokio::test]
 async fn the_live_policy_acts_while_the_shadow_one_only_records_from_the_same_reads() {

@@ -132,31 +132,13 @@ pub fn write_timeseries(out: &SimOutput, w: &mut dyn Write) -> std::io::Result<(
     writeln!(w, "t,pool,policy,demand,serving,launching,desired")?;
     for r in &out.results {
         for p in &r.series {
-            if out.series_step == 1 {
-                writeln!(
-                    w,
-                    "{},{},{},{},{},{},{}",
-                    p.t,
-                    r.summary.pool,
-                    r.summary.policy,
-                    p.demand,
-                    p.serving,
-                    p.launching,
-                    p.desired
-                )?;
-            } else {
-                writeln!(
-                    w,
-                    "{},{},{},{:.3},{:.3},{:.3},{}",
-                    p.t,
-                    r.summary.pool,
-                    r.summary.policy,
-                    p.demand,
-                    p.serving,
-                    p.launching,
-                    p.desired
-                )?;
-            }
+            // Per-second rows are whole numbers; bucket means keep three decimals.
+            let prec = if out.series_step == 1 { 0 } else { 3 };
+            writeln!(
+                w,
+                "{},{},{},{:.prec$},{:.prec$},{:.prec$},{}",
+                p.t, r.summary.pool, r.summary.policy, p.demand, p.serving, p.launching, p.desired
+            )?;
         }
     }
     Ok(())
