@@ -63,9 +63,18 @@ pub struct PoolInventory {
     pub skipped: u32,
 }
 
+/// The instances table: read a pool's instances, and the two writes of a drain.
 #[async_trait]
 pub trait Inventory: Send + Sync {
     async fn pool_instances(&self, pool: &str, region: &str) -> PortResult<PoolInventory>;
+
+    /// Mark an instance `draining` (routers stop sending it requests) with the time the drain
+    /// began, only if it is still `available` or `launching`: `Conflict` otherwise.
+    async fn mark_draining(&self, instance_id: &str, at_ms: i64) -> PortResult<()>;
+
+    /// Mark a drained instance `terminated` (with the table's 7-day TTL), only if it is still
+    /// `draining`: `Conflict` otherwise, `NotFound` when the item is gone.
+    async fn mark_terminated(&self, instance_id: &str, at_ms: i64) -> PortResult<()>;
 }
 
 /// The Auto Scaling Group calls the controller makes.
@@ -74,6 +83,10 @@ pub trait Actuator: Send + Sync {
     async fn describe(&self, asg: &str) -> PortResult<AsgState>;
     /// Set the group's desired capacity (absolute, so a repeat or a late call is harmless).
     async fn set_desired(&self, asg: &str, desired: u32) -> PortResult<()>;
+    /// Terminate one instance of the group and lower its desired capacity by one, so the
+    /// group does not replace it. `NotFound` when the group does not hold the instance (as
+    /// of the last `describe`): it is never asked to terminate anything else.
+    async fn terminate(&self, asg: &str, instance_id: &str) -> PortResult<()>;
 }
 
 /// The proof a leader shows when it appends: the record is written only while the lease is

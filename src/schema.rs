@@ -203,6 +203,7 @@ pub const IAM_ACTIONS: &[&str] = &[
     // Auto Scaling.
     "autoscaling:DescribeAutoScalingGroups",
     "autoscaling:SetDesiredCapacity",
+    "autoscaling:TerminateInstanceInAutoScalingGroup",
     // CloudWatch gauges.
     "cloudwatch:PutMetricData",
 ];

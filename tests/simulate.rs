@@ -202,10 +202,12 @@ fn a_one_minute_spike_to_60_rps() {
     // 120 fills in the 4th second (24 over), then 36 a second overflow for 56 s.
     let spike_over = 24.0 + 36.0 * 56.0;
     // Policy: sees 60 at 660 → 24 (step 100 %), at 690 → 48; at 720 the sample is 15 again,
-    // but 48 was recommended at 690: the 5-minute stabilization holds it until 990.
+    // but 48 was recommended at 690: the 5-minute stabilization holds it until 990. Then 36
+    // are drained: they stop serving at 990 and, idle, are terminated at the next cycle
+    // (1020), paid until then.
     check(
         get(&all, "policy"),
-        12 * 1860 + 12 * (990 - 660) + 24 * (990 - 690),
+        12 * 1860 + 12 * (990 - 660) + 24 * (990 - 690) + 36 * (1020 - 990),
         spike_over,
         total,
         57,

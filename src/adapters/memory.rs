@@ -3,9 +3,12 @@
 //! terminate on scale-in; plus the lease table. Used by tests, by `run`'s embedded default and
 //! by the simulator.
 //!
-//! Simplifications, all deliberate: a terminated instance leaves the instances table at once
-//! (DynamoDB's TTL would take days); scale-in terminates launching instances first, newest
-//! first, then the newest available ones; an instance's heartbeat is stamped by `advance`.
+//! Simplifications, all deliberate: an instance the group removes itself leaves the instances
+//! table at once, and one the controller marks `terminated` after a drain leaves it then
+//! (DynamoDB's TTL would take days); when the desired capacity is lowered the group terminates
+//! launching instances first, newest first, then the newest available ones; an instance's
+//! heartbeat is stamped by `advance`; a draining instance's queue empties at `drain_rps`
+//! requests per second (0, the default, leaves queues to the test).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -52,6 +55,8 @@ struct Member {
     rec: InstanceRecord,
     asg: Option<String>,
     ready_at_ms: i64,
+    /// When a draining instance's queue is empty (with a `drain_rps` above 0).
+    drained_at_ms: Option<i64>,
 }
 
 /// Counters and injected failures, for tests that assert what the controller called.
@@ -60,6 +65,9 @@ pub struct Calls {
     pub set_desired: u64,
     pub describe: u64,
     pub appends: u64,
+    /// Instance ids terminated through `terminate`, in call order.
+    pub terminated: Vec<String>,
+    pub mark_draining: u64,
 }
 
 /// Instance ids of one pool by region.
@@ -78,6 +86,7 @@ struct State {
     next_id: u64,
     rng: ChaCha8Rng,
     heartbeat_every_ms: i64,
+    drain_rps: f64,
     calls: Calls,
     fail_set_desired: Vec<PortError>,
     fail_inventory: HashMap<String, PortError>,
@@ -103,6 +112,7 @@ impl MemoryRegion {
                 next_id: 1,
                 rng: ChaCha8Rng::seed_from_u64(seed),
                 heartbeat_every_ms: 10_000,
+                drain_rps: 0.0,
                 calls: Calls::default(),
                 fail_set_desired: Vec::new(),
                 fail_inventory: HashMap::new(),
@@ -167,9 +177,11 @@ impl MemoryRegion {
                         launch_time_ms: now_ms,
                         health: Some(Health::Healthy),
                         validation: Some(Validation::Passed),
+                        drain_started_ms: None,
                     },
                     asg: Some(asg.to_string()),
                     ready_at_ms: now_ms,
+                    drained_at_ms: None,
                 },
             );
             if let Some(a) = s.asgs.get_mut(asg) {
@@ -194,11 +206,13 @@ impl MemoryRegion {
         s.advance(now_ms);
     }
 
-    /// (available, ready times of launching members) of an ASG: lets the simulator count
-    /// serving capacity second by second between two `advance` calls.
-    pub fn fleet(&self, asg: &str) -> (u32, Vec<i64>) {
+    /// (available, draining or otherwise held, ready times of launching members) of an ASG:
+    /// lets the simulator count serving and paid capacity second by second between two
+    /// `advance` calls.
+    pub fn fleet(&self, asg: &str) -> (u32, u32, Vec<i64>) {
         let s = self.lock();
         let mut available = 0;
+        let mut held = 0;
         let mut pending = Vec::new();
         if let Some(g) = s.asgs.get(asg) {
             for id in &g.members {
@@ -206,12 +220,50 @@ impl MemoryRegion {
                     match m.rec.state {
                         InstanceState::Available => available += 1,
                         InstanceState::Launching => pending.push(m.ready_at_ms),
-                        _ => {}
+                        _ => held += 1,
                     }
                 }
             }
         }
-        (available, pending)
+        (available, held, pending)
+    }
+
+    /// A draining instance's queue empties at `rps` requests per second (the simulator sets
+    /// the instances' serving rate; 0 leaves queue depths to `set_queue_depth`).
+    pub fn set_drain_rate(&self, rps: f64) {
+        self.lock().drain_rps = rps.max(0.0);
+    }
+
+    pub fn set_queue_depth(&self, instance_id: &str, depth: u32) {
+        if let Some(m) = self.lock().instances.get_mut(instance_id) {
+            m.rec.queue_depth = depth;
+        }
+    }
+
+    /// Spread a pool's backlog over the group's available instances, as their `queue_depth`
+    /// heartbeats would report it (the simulator's pool-level queue, per instance).
+    pub fn spread_queue(&self, asg: &str, backlog: f64) {
+        let mut s = self.lock();
+        let Some(members) = s.asgs.get(asg).map(|g| g.members.clone()) else {
+            return;
+        };
+        let available: Vec<&Arc<str>> = members
+            .iter()
+            .filter(|id| {
+                s.instances
+                    .get(*id)
+                    .is_some_and(|m| m.rec.state == InstanceState::Available)
+            })
+            .collect();
+        if available.is_empty() {
+            return;
+        }
+        let each = (backlog / available.len() as f64).ceil().max(0.0) as u32;
+        for id in available {
+            if let Some(m) = s.instances.get_mut(id) {
+                m.rec.queue_depth = each;
+            }
+        }
     }
 
     /// Write a per-minute RPS sample as a router would.
@@ -239,6 +291,7 @@ impl MemoryRegion {
                 ready_at_ms: rec.launch_time_ms,
                 rec,
                 asg: asg.map(str::to_string),
+                drained_at_ms: None,
             },
         );
     }
@@ -355,6 +408,10 @@ impl State {
                     m.rec.state = InstanceState::Available;
                     m.rec.last_heartbeat_ms = m.ready_at_ms;
                 }
+                InstanceState::Draining if m.drained_at_ms.is_some_and(|t| t <= now_ms) => {
+                    m.rec.queue_depth = 0;
+                    m.drained_at_ms = None;
+                }
                 _ => {}
             }
             if m.asg.is_some()
@@ -397,9 +454,11 @@ impl State {
                             launch_time_ms: now_ms,
                             health: Some(Health::Healthy),
                             validation: Some(Validation::Passed),
+                            drain_started_ms: None,
                         },
                         asg: Some(name.to_string()),
                         ready_at_ms: ready,
+                        drained_at_ms: None,
                     },
                 );
                 if let Some(g) = self.asgs.get_mut(name) {
@@ -490,6 +549,48 @@ impl Inventory for MemoryRegion {
             skipped: 0,
         })
     }
+
+    async fn mark_draining(&self, instance_id: &str, at_ms: i64) -> PortResult<()> {
+        let mut s = self.lock();
+        s.calls.mark_draining += 1;
+        let rate = s.drain_rps;
+        let m = s
+            .instances
+            .get_mut(instance_id)
+            .ok_or_else(|| PortError::NotFound(format!("instance {instance_id}")))?;
+        if !matches!(
+            m.rec.state,
+            InstanceState::Available | InstanceState::Launching
+        ) {
+            return Err(PortError::Conflict(format!(
+                "instance {instance_id} is {}, not available or launching",
+                m.rec.state
+            )));
+        }
+        m.rec.state = InstanceState::Draining;
+        m.rec.drain_started_ms = Some(at_ms);
+        m.drained_at_ms = (rate > 0.0)
+            .then(|| at_ms + (f64::from(m.rec.queue_depth) / rate * 1000.0).ceil() as i64);
+        Ok(())
+    }
+
+    async fn mark_terminated(&self, instance_id: &str, _at_ms: i64) -> PortResult<()> {
+        let mut s = self.lock();
+        let m = s
+            .instances
+            .get(instance_id)
+            .ok_or_else(|| PortError::NotFound(format!("instance {instance_id}")))?;
+        if m.rec.state != InstanceState::Draining {
+            return Err(PortError::Conflict(format!(
+                "instance {instance_id} is {}, not draining",
+                m.rec.state
+            )));
+        }
+        // The item's TTL, compressed: a terminated instance leaves the table now.
+        let id = m.rec.instance_id.clone();
+        s.remove_instance(&id);
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -527,6 +628,35 @@ impl Actuator for MemoryRegion {
             )));
         }
         g.desired = desired;
+        Ok(())
+    }
+
+    async fn terminate(&self, asg: &str, instance_id: &str) -> PortResult<()> {
+        let mut s = self.lock();
+        let g = s
+            .asgs
+            .get_mut(asg)
+            .ok_or_else(|| PortError::NotFound(format!("Auto Scaling Group {asg}")))?;
+        let Some(pos) = g.members.iter().position(|m| &**m == instance_id) else {
+            return Err(PortError::NotFound(format!(
+                "instance {instance_id} in Auto Scaling Group {asg}"
+            )));
+        };
+        if g.desired <= g.min {
+            // As AWS does: decrementing would take the group below its minimum.
+            return Err(PortError::Permanent(format!(
+                "ValidationError: terminating {instance_id} with a decrement would take {asg} \
+                 below its minimum {}",
+                g.min
+            )));
+        }
+        g.members.remove(pos);
+        g.desired -= 1;
+        s.calls.terminated.push(instance_id.to_string());
+        // The instance is gone: it stops heartbeating; its item stays until marked.
+        if let Some(m) = s.instances.get_mut(instance_id) {
+            m.asg = None;
+        }
         Ok(())
     }
 }
@@ -694,7 +824,7 @@ mod tests {
                 .all(|i| i.state == InstanceState::Launching)
         );
         r.advance(359_999);
-        assert_eq!(r.fleet("g"), (0, vec![360_000; 3]));
+        assert_eq!(r.fleet("g"), (0, 0, vec![360_000; 3]));
         r.advance(360_000);
         assert_eq!(r.fleet("g").0, 3);
         let inv = rt()
@@ -714,10 +844,10 @@ mod tests {
         r.warm_start("g", 2, 0);
         rt().block_on(r.set_desired("g", 4)).unwrap();
         r.advance(1_000);
-        assert_eq!(r.fleet("g"), (2, vec![61_000, 61_000]));
+        assert_eq!(r.fleet("g"), (2, 0, vec![61_000, 61_000]));
         rt().block_on(r.set_desired("g", 1)).unwrap();
         r.advance(2_000);
-        assert_eq!(r.fleet("g"), (1, vec![]));
+        assert_eq!(r.fleet("g"), (1, 0, vec![]));
         assert_eq!(r.instances().len(), 1);
     }
 

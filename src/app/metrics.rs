@@ -20,6 +20,8 @@ pub struct Metrics {
     pub decisions: IntCounterVec,
     pub decision_results: IntCounterVec,
     pub decisions_recorded: IntCounterVec,
+    pub drains: IntCounterVec,
+    pub pool_draining: IntGaugeVec,
     pub shadow_decisions: IntCounterVec,
     pub shadow_pool_desired: IntGaugeVec,
     pub reconcile_errors: IntCounterVec,
@@ -153,6 +155,20 @@ impl Metrics {
                     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
                 ]),
                 &["region"],
+            )),
+            drains: reg!(IntCounterVec::new(
+                opts(
+                    "drains_total",
+                    "Scale-in drains by step: started (marked draining), terminated_empty (queue empty), terminated_timeout (drain timeout passed with work queued), failed."
+                ),
+                &["pool", "region", "step"]
+            )),
+            pool_draining: reg!(IntGaugeVec::new(
+                opts(
+                    "pool_draining",
+                    "Instances this controller is draining, waiting for their queues to empty."
+                ),
+                pool
             )),
             bad_items: reg!(IntCounterVec::new(
                 opts(

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::core::InstanceState;
 use crate::core::capacity;
 use crate::core::decide::SeasonalRef;
 use crate::core::policy::ForecastMode;
@@ -245,6 +246,13 @@ impl PoolReads {
             learned_launch: self.learned_launch,
         }
     }
+}
+
+/// How many fewer instances should count as capacity after a scale-down: the decision's
+/// cut, no more than the group's own bounds allow.
+fn scale_in_count(reads: &PoolReads, decision: &Decision) -> usize {
+    let cut = (decision.serving + decision.launching).saturating_sub(decision.desired);
+    cut.min(reads.asg.desired.saturating_sub(decision.asg_desired)) as usize
 }
 
 /// The last record appended for a pool: the record-on-change rule compares against it.
@@ -568,7 +576,17 @@ impl Reconciler {
             Track::Shadow => &mut self.shadow_pools,
         };
         let st = states.entry(policy.pool.clone()).or_default();
-        let decision = decide(policy, &region, &obs, &st.history, now_ms);
+        let mut decision = decide(policy, &region, &obs, &st.history, now_ms);
+        let acting = track == Track::Live
+            && leadership.is_leader
+            && !self.settings.dry_run
+            && leadership.can_act;
+        let draining = reads
+            .inventory
+            .instances
+            .iter()
+            .filter(|i| i.state == InstanceState::Draining && i.drain_started_ms.is_some())
+            .count();
 
         // Act: the live policy only, as leader, not in dry-run, with margin on the lease.
         let outcome = if track == Track::Shadow {
@@ -583,6 +601,20 @@ impl Reconciler {
             Outcome::Skipped("lease margin too small to act".into())
         } else {
             match policy.region(&region) {
+                Some(_)
+                    if decision.action == Action::ScaleDown
+                        && policy.scale_down.drain.is_some() =>
+                {
+                    self.start_drains(policy, reads, &mut decision).await
+                }
+                Some(_) if draining > 0 && decision.asg_desired < reads.asg.desired => {
+                    // Lowering the desired capacity would let the group pick its own victims,
+                    // perhaps instances with work queued, while drains are under way.
+                    Outcome::Skipped(format!(
+                        "{draining} instance(s) draining: the group's desired capacity is not \
+                         lowered during a drain"
+                    ))
+                }
                 Some(regional) => match self
                     .backends
                     .actuator
@@ -595,6 +627,30 @@ impl Reconciler {
                 None => Outcome::Skipped("no policy for this region".into()),
             }
         };
+        if track == Track::Live {
+            if acting && draining > 0 {
+                self.finish_drains(policy, reads, leadership.epoch).await;
+            }
+            if decision.action == Action::ScaleDown && policy.scale_down.drain.is_some() && !acting
+            {
+                let n = scale_in_count(reads, &decision);
+                let victims = capacity::pick_victims(
+                    &reads.inventory.instances,
+                    n,
+                    &policy.instances,
+                    now_ms,
+                );
+                if !victims.is_empty() {
+                    let ids: Vec<&str> = victims.iter().map(|v| &*v.instance_id).collect();
+                    decision.reason =
+                        format!("{}; would drain {}", decision.reason, ids.join(", "));
+                }
+            }
+            self.metrics
+                .pool_draining
+                .with_label_values(&[&policy.pool, &region])
+                .set(draining as i64);
+        }
         let states = match track {
             Track::Live => &mut self.pools,
             Track::Shadow => &mut self.shadow_pools,
@@ -677,6 +733,159 @@ impl Reconciler {
             outcome,
             recorded,
         })
+    }
+
+    /// Scale in by draining: choose the victims (`capacity::pick_victims`), mark each
+    /// `draining` so routers stop sending it work, and leave the group's desired capacity
+    /// alone; `finish_drains` terminates them in later cycles. The decision's reason names
+    /// the instances.
+    async fn start_drains(
+        &self,
+        policy: &PoolPolicy,
+        reads: &PoolReads,
+        decision: &mut Decision,
+    ) -> Outcome {
+        let region = &self.settings.region;
+        let n = scale_in_count(reads, decision);
+        let victims = capacity::pick_victims(
+            &reads.inventory.instances,
+            n,
+            &policy.instances,
+            reads.at_ms,
+        );
+        if victims.is_empty() {
+            return Outcome::Skipped("no instance to drain".into());
+        }
+        let mut marked = Vec::new();
+        let mut failed = Vec::new();
+        for v in victims {
+            match self
+                .backends
+                .inventory
+                .mark_draining(&v.instance_id, reads.at_ms)
+                .await
+            {
+                Ok(()) => {
+                    marked.push(v.instance_id.to_string());
+                    self.metrics
+                        .drains
+                        .with_label_values(&[&policy.pool, region, "started"])
+                        .inc();
+                }
+                Err(e) => {
+                    self.metrics
+                        .drains
+                        .with_label_values(&[&policy.pool, region, "failed"])
+                        .inc();
+                    tracing::warn!(
+                        pool = %policy.pool,
+                        region = %region,
+                        instance_id = %v.instance_id,
+                        error = %e,
+                        "marking an instance draining failed"
+                    );
+                    failed.push(format!("{}: {e}", v.instance_id));
+                }
+            }
+        }
+        if !marked.is_empty() {
+            decision.reason = format!(
+                "{}; draining {} (terminated once idle, or after {})",
+                decision.reason,
+                marked.join(", "),
+                humantime::format_duration(
+                    policy
+                        .scale_down
+                        .drain
+                        .unwrap_or(crate::core::policy::DEFAULT_DRAIN_TIMEOUT)
+                )
+            );
+            Outcome::Applied
+        } else {
+            Outcome::Failed(format!(
+                "no victim could be marked draining: {}",
+                failed.join("; ")
+            ))
+        }
+    }
+
+    /// Terminate the instances this controller is draining whose queue is empty or whose drain
+    /// timeout passed, each with the group's desired capacity decremented (so it is not
+    /// replaced), then mark them `terminated`. An instance the group no longer holds is just
+    /// marked. Failures are logged and retried next cycle.
+    async fn finish_drains(&self, policy: &PoolPolicy, reads: &PoolReads, epoch: u64) {
+        let region = &self.settings.region;
+        let Some(regional) = policy.region(region) else {
+            return;
+        };
+        let timeout = policy
+            .scale_down
+            .drain
+            .unwrap_or(crate::core::policy::DEFAULT_DRAIN_TIMEOUT);
+        for i in &reads.inventory.instances {
+            let Some(end) = capacity::drain_end(i, timeout, reads.at_ms) else {
+                continue;
+            };
+            let terminated = match self
+                .backends
+                .actuator
+                .terminate(&regional.asg, &i.instance_id)
+                .await
+            {
+                Ok(()) => true,
+                // Already gone from the group (terminated earlier, or replaced by it).
+                Err(PortError::NotFound(_)) => false,
+                Err(e) => {
+                    self.metrics
+                        .drains
+                        .with_label_values(&[&policy.pool, region, "failed"])
+                        .inc();
+                    tracing::warn!(
+                        pool = %policy.pool,
+                        region = %region,
+                        epoch,
+                        instance_id = %i.instance_id,
+                        error = %e,
+                        "terminating a drained instance failed; retrying next cycle"
+                    );
+                    continue;
+                }
+            };
+            if let Err(e) = self
+                .backends
+                .inventory
+                .mark_terminated(&i.instance_id, reads.at_ms)
+                .await
+            {
+                tracing::warn!(
+                    pool = %policy.pool,
+                    region = %region,
+                    instance_id = %i.instance_id,
+                    error = %e,
+                    "marking a drained instance terminated failed"
+                );
+            }
+            if terminated {
+                let step = match end {
+                    capacity::DrainEnd::Empty => "terminated_empty",
+                    capacity::DrainEnd::Timeout => "terminated_timeout",
+                };
+                self.metrics
+                    .drains
+                    .with_label_values(&[&policy.pool, region, step])
+                    .inc();
+                tracing::info!(
+                    pool = %policy.pool,
+                    region = %region,
+                    epoch,
+                    instance_id = %i.instance_id,
+                    queue_depth = i.queue_depth,
+                    drained_for_s = (reads.at_ms - i.drain_started_ms.unwrap_or(reads.at_ms)) / 1000,
+                    ended = end.as_str(),
+                    "drained instance terminated; the group's desired capacity lowered by one"
+                );
+            }
+        }
     }
 
     /// Traffic one day and one week ago: the samples from `window` before each moment to

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::decide::Capacity;
 use super::policy::Instances;
@@ -112,6 +113,9 @@ pub struct InstanceRecord {
     pub launch_time_ms: i64,
     pub health: Option<Health>,
     pub validation: Option<Validation>,
+    /// When this controller marked the instance `draining` (`drain_started_at`). A draining
+    /// instance without it was marked by someone else and is left alone.
+    pub drain_started_ms: Option<i64>,
 }
 
 /// How one instance counts.
@@ -178,6 +182,96 @@ pub fn asg_desired(target_serving: u32, held: u32, asg_min: u32, asg_max: u32) -
     target_serving
         .saturating_add(held)
         .clamp(asg_min, asg_max.max(asg_min))
+}
+
+/// Scale-in victims: the instances to drain so that `n` fewer count as capacity.
+///
+/// Candidates are the instances that count as capacity (serving, launching) and available
+/// instances whose latest cleanup validation failed. Launching instances go first: they hold
+/// no work and serve nothing yet, so dropping one costs nothing (DESIGN §8). Then the lowest
+/// `queue_depth` (least work to wait for), then a failed cleanup validation, then the oldest
+/// launch; the instance id breaks remaining ties so the choice is deterministic. The ranking
+/// is walked until `n` capacity instances are taken; a failed-cleanup instance ranked before
+/// that is taken too: it serves nothing, so removing it costs no capacity, and a scale-in is
+/// the moment to stop paying for it.
+pub fn pick_victims<'a>(
+    instances: &'a [InstanceRecord],
+    n: usize,
+    rules: &Instances,
+    now_ms: i64,
+) -> Vec<&'a InstanceRecord> {
+    let mut candidates: Vec<&InstanceRecord> = instances
+        .iter()
+        .filter(|i| match classify(i, rules, now_ms) {
+            Counted::Serving | Counted::Launching => true,
+            Counted::Held => {
+                i.state == InstanceState::Available && i.validation == Some(Validation::Failed)
+            }
+            Counted::Gone => false,
+        })
+        .collect();
+    candidates.sort_by(|a, b| {
+        let key = |i: &InstanceRecord| {
+            (
+                i.state != InstanceState::Launching,
+                i.queue_depth,
+                i.validation != Some(Validation::Failed),
+                i.launch_time_ms,
+            )
+        };
+        key(a)
+            .cmp(&key(b))
+            .then_with(|| a.instance_id.cmp(&b.instance_id))
+    });
+    let mut left = n;
+    let mut victims = Vec::new();
+    for c in candidates {
+        if left == 0 {
+            break;
+        }
+        if matches!(
+            classify(c, rules, now_ms),
+            Counted::Serving | Counted::Launching
+        ) {
+            left -= 1;
+        }
+        victims.push(c);
+    }
+    victims
+}
+
+/// Why a drain this controller started is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrainEnd {
+    /// The instance's queue is empty: nothing in flight is lost.
+    Empty,
+    /// The drain timeout passed with work still queued.
+    Timeout,
+}
+
+impl DrainEnd {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DrainEnd::Empty => "empty",
+            DrainEnd::Timeout => "timeout",
+        }
+    }
+}
+
+/// Whether `i`'s drain is over: only drains this controller started (`drain_started_ms`),
+/// and only once the queue is empty or `timeout` has passed since the drain began.
+pub fn drain_end(i: &InstanceRecord, timeout: Duration, now_ms: i64) -> Option<DrainEnd> {
+    if i.state != InstanceState::Draining {
+        return None;
+    }
+    let started = i.drain_started_ms?;
+    if i.queue_depth == 0 {
+        Some(DrainEnd::Empty)
+    } else if now_ms - started >= timeout.as_millis() as i64 {
+        Some(DrainEnd::Timeout)
+    } else {
+        None
+    }
 }
 
 /// Launch times learned from the instances table: launch → first available heartbeat, for
@@ -272,6 +366,7 @@ mod tests {
             launch_time_ms: NOW - 3_600_000,
             health: Some(Health::Healthy),
             validation: Some(Validation::Passed),
+            drain_started_ms: None,
         }
     }
 
@@ -439,6 +534,85 @@ mod tests {
         let mut none = LaunchTimes::default();
         none.observe(&[inst("y")]);
         assert!(none.is_empty());
+    }
+
+    fn queue(mut i: InstanceRecord, q: u32) -> InstanceRecord {
+        i.queue_depth = q;
+        i
+    }
+
+    fn ids(v: &[&InstanceRecord]) -> Vec<String> {
+        v.iter().map(|i| i.instance_id.to_string()).collect()
+    }
+
+    #[test]
+    fn victims_launching_then_least_queued_then_failed_cleanup_then_oldest() {
+        let all = vec![
+            queue(inst("busy"), 7),
+            queue(inst("old-idle").launched_ago(9_000_000), 0),
+            queue(inst("young-idle").launched_ago(1_000_000), 0),
+            queue(
+                inst("failed-idle")
+                    .launched_ago(500_000)
+                    .validation(Some(Validation::Failed)),
+                0,
+            ),
+            queue(inst("light"), 1),
+            queue(inst("failed-light").validation(Some(Validation::Failed)), 1),
+            inst("booting")
+                .state(InstanceState::Launching)
+                .launched_ago(10_000),
+            // Never victims: already draining, quarantined, unhealthy or stale (they may
+            // recover and are not capacity), terminated.
+            inst("draining").state(InstanceState::Draining),
+            inst("quarantined").state(InstanceState::Quarantined),
+            inst("unhealthy").health(Some(Health::Unhealthy)),
+            inst("stale").heartbeat_age(600_000),
+            inst("gone").state(InstanceState::Terminated),
+        ];
+        let order = [
+            "booting",
+            "failed-idle",
+            "old-idle",
+            "young-idle",
+            "failed-light",
+            "light",
+            "busy",
+        ];
+        // n capacity instances fewer: the prefix of the ranking up to the n-th instance that
+        // counts as capacity (the failed-cleanup ones ranked before it come along).
+        for (n, upto) in [(0, 0), (1, 1), (2, 3), (3, 4), (4, 6), (5, 7), (100, 7)] {
+            assert_eq!(
+                ids(&pick_victims(&all, n, &rules(), NOW)),
+                order[..upto],
+                "{n} fewer"
+            );
+        }
+    }
+
+    #[test]
+    fn drains_end_on_an_empty_queue_or_at_the_timeout_and_only_our_own() {
+        let timeout = Duration::from_secs(300);
+        let draining = |q: u32, started_ago: Option<i64>| {
+            let mut i = queue(inst("d").state(InstanceState::Draining), q);
+            i.drain_started_ms = started_ago.map(|a| NOW - a);
+            i
+        };
+        assert_eq!(
+            drain_end(&draining(0, Some(1_000)), timeout, NOW),
+            Some(DrainEnd::Empty)
+        );
+        assert_eq!(drain_end(&draining(3, Some(299_999)), timeout, NOW), None);
+        assert_eq!(
+            drain_end(&draining(3, Some(300_000)), timeout, NOW),
+            Some(DrainEnd::Timeout)
+        );
+        // Marked draining by someone else: never ours to terminate.
+        assert_eq!(drain_end(&draining(0, None), timeout, NOW), None);
+        // Not draining at all.
+        let mut avail = inst("a");
+        avail.drain_started_ms = Some(NOW - 1_000_000);
+        assert_eq!(drain_end(&avail, timeout, NOW), None);
     }
 
     #[test]

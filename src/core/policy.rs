@@ -69,7 +69,15 @@ pub struct ScaleDown {
     pub max_step: Step,
     pub stabilization: Duration,
     pub cooldown: Duration,
+    /// Drain before terminate: scale-in marks chosen instances `draining`, waits until their
+    /// queue is empty or this timeout passes, then terminates each one (decrementing the
+    /// group). `None`: lower the group's desired capacity and let the ASG choose victims.
+    pub drain: Option<Duration>,
 }
+
+/// Default drain timeout: a full queue (10 requests) at 2 RPS empties in seconds; five
+/// minutes covers long generations without keeping an idle GPU for long.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Metrics {
@@ -455,6 +463,8 @@ pub const OVERRIDABLE: &[&str] = &[
     "scale_down.max_step",
     "scale_down.stabilization",
     "scale_down.cooldown",
+    "scale_down.drain",
+    "scale_down.drain_timeout",
     "metrics.window",
     "metrics.stale_after",
     "instances.launch_time",
@@ -520,6 +530,14 @@ pub fn apply_override(policy: &PoolPolicy, key: &str, value: &str) -> Result<Poo
         "scale_down.max_step" => p.scale_down.max_step = step()?,
         "scale_down.stabilization" => p.scale_down.stabilization = dur()?,
         "scale_down.cooldown" => p.scale_down.cooldown = dur()?,
+        "scale_down.drain" => {
+            p.scale_down.drain = match value {
+                "true" => Some(p.scale_down.drain.unwrap_or(DEFAULT_DRAIN_TIMEOUT)),
+                "false" => None,
+                _ => return Err(format!("{key}={value}: expected true or false")),
+            }
+        }
+        "scale_down.drain_timeout" => p.scale_down.drain = Some(dur()?),
         "metrics.window" => p.metrics.window = dur()?,
         "metrics.stale_after" => p.metrics.stale_after = dur()?,
         "instances.launch_time" => p.instances.launch_time = dur()?,
@@ -700,6 +718,25 @@ impl<'t, 'i> Reader<'t, 'i> {
                         kind(other)
                     ),
                     "quote the value",
+                );
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, cx: &mut FileCx<'_>, key: &'static str) -> Option<(bool, Range<usize>)> {
+        let v = self.get(key)?;
+        match v.get_ref() {
+            DeValue::Boolean(b) => Some((*b, v.span())),
+            other => {
+                cx.problem(
+                    v.span(),
+                    format!(
+                        "`{}` must be true or false, found {}",
+                        self.key_name(key),
+                        kind(other)
+                    ),
+                    "write true or false, unquoted",
                 );
                 None
             }
@@ -1087,6 +1124,7 @@ fn parse_scale_down(cx: &mut FileCx<'_>, root: &mut Reader<'_, '_>) -> Option<Sc
         max_step: Step::Percent(10.0),
         stabilization: Duration::from_secs(600),
         cooldown: Duration::ZERO,
+        drain: Some(DEFAULT_DRAIN_TIMEOUT),
     };
     let Some((t, _)) = root.table(cx, "scale_down") else {
         return Some(out);
@@ -1108,6 +1146,29 @@ fn parse_scale_down(cx: &mut FileCx<'_>, root: &mut Reader<'_, '_>) -> Option<Sc
     }
     if let Some((d, _)) = r.duration(cx, "cooldown") {
         out.cooldown = d;
+    }
+    let timeout = r.duration(cx, "drain_timeout");
+    if let Some((d, s)) = &timeout {
+        if *d > Duration::from_secs(3600) {
+            cx.problem(
+                s.clone(),
+                "scale_down.drain_timeout is longer than an hour",
+                "an idle GPU is paid for while it drains; use minutes, e.g. \"5m\"",
+            );
+        }
+        out.drain = Some(*d);
+    }
+    if let Some((on, s)) = r.boolean(cx, "drain")
+        && !on
+    {
+        if timeout.is_some() {
+            cx.problem(
+                s,
+                "scale_down.drain = false but a drain_timeout is set",
+                "remove drain_timeout, or drain = false to let the ASG choose victims",
+            );
+        }
+        out.drain = None;
     }
     r.finish(cx, &[]);
     (cx.problems.len() == before).then_some(out)

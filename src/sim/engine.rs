@@ -151,6 +151,11 @@ impl Accumulator {
         }
     }
 
+    /// Requests queued in the pool now.
+    pub fn backlog(&self) -> f64 {
+        self.backlog
+    }
+
     /// One second: `arrivals` requests meet `serving` instances.
     pub fn second(&mut self, t: u64, arrivals: u32, serving: u32, launching: u32, desired: u32) {
         let capacity = f64::from(serving) * self.max_rps;
@@ -323,6 +328,8 @@ impl<'a> PoolInputs<'a> {
             self.model.launch_jitter,
         );
         region.warm_start(asg, initial, self.start_ms);
+        // A draining instance finishes its queue at the serving rate.
+        region.set_drain_rate(self.model.instance_max_rps);
         region
     }
 }
@@ -337,9 +344,12 @@ pub fn mix(seed: u64, stream: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Counts serving and launching between two looks at the ASG, from the launch ready times.
+/// Counts serving and paid-but-not-serving instances between two looks at the ASG, from the
+/// launch ready times.
 struct FleetView {
     available: u32,
+    /// Draining (or otherwise held) members: paid for, not serving.
+    held: u32,
     pending: Vec<i64>,
     ready: usize,
     desired: u32,
@@ -347,23 +357,28 @@ struct FleetView {
 
 impl FleetView {
     fn look(region: &MemoryRegion, asg: &str) -> Self {
-        let (available, mut pending) = region.fleet(asg);
+        let (available, held, mut pending) = region.fleet(asg);
         pending.sort_unstable();
         let desired = region.asg_desired(asg).unwrap_or(0);
         FleetView {
             available,
+            held,
             pending,
             ready: 0,
             desired,
         }
     }
 
+    /// (serving, paid but not serving: launching or draining) at `now_ms`.
     fn at(&mut self, now_ms: i64) -> (u32, u32) {
         while self.ready < self.pending.len() && self.pending[self.ready] <= now_ms {
             self.ready += 1;
         }
         let serving = self.available + self.ready as u32;
-        (serving, (self.pending.len() - self.ready) as u32)
+        (
+            serving,
+            (self.pending.len() - self.ready) as u32 + self.held,
+        )
     }
 }
 
@@ -428,6 +443,9 @@ pub async fn run_policy(inputs: &PoolInputs<'_>, label: &str, policy: &PoolPolic
         }
         if t % interval == 0 {
             region.advance(now);
+            // Instances report their share of the pool's backlog as queue_depth: drains wait
+            // for it.
+            region.spread_queue(&asg, acc.backlog());
             if let Ok(r) = reconciler
                 .reconcile_pool(pool_policy, &set.hash, now, &lead)
                 .await

@@ -1,10 +1,13 @@
-//! The pool's Auto Scaling Group: DescribeAutoScalingGroups and SetDesiredCapacity.
+//! The pool's Auto Scaling Group: DescribeAutoScalingGroups, SetDesiredCapacity and
+//! TerminateInstanceInAutoScalingGroup.
 //!
 //! SetDesiredCapacity is clamped to the group's own min/max first: AWS rejects a value outside
 //! them (moto accepts it). The bounds come from the describe the reconciler makes in the same
-//! cycle; older than a minute, they are described again.
+//! cycle; older than a minute, they are described again. A terminate is sent only for an
+//! instance the group listed in that describe: a stale or foreign instances-table item can
+//! never make the controller terminate an instance of another group.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,6 +24,8 @@ const BOUNDS_MAX_AGE: Duration = Duration::from_secs(60);
 pub struct AsgActuator {
     c: Arc<AwsClients>,
     bounds: Mutex<HashMap<String, (u32, u32, Instant)>>,
+    /// Instance ids each group listed at its last describe.
+    members: Mutex<HashMap<String, HashSet<String>>>,
 }
 
 fn non_negative(v: Option<i32>) -> u32 {
@@ -32,6 +37,7 @@ impl AsgActuator {
         AsgActuator {
             c,
             bounds: Mutex::new(HashMap::new()),
+            members: Mutex::new(HashMap::new()),
         }
     }
 
@@ -76,6 +82,15 @@ impl Actuator for AsgActuator {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(asg.to_string(), (state.min, state.max, Instant::now()));
+        let members = g
+            .instances()
+            .iter()
+            .filter_map(|i| i.instance_id().map(str::to_string))
+            .collect();
+        self.members
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(asg.to_string(), members);
         Ok(state)
     }
 
@@ -114,6 +129,43 @@ impl Actuator for AsgActuator {
             )
             .await
             .map_err(|e| port_error(&format!("setting the desired capacity of {asg}"), &e))?;
+        Ok(())
+    }
+
+    async fn terminate(&self, asg: &str, instance_id: &str) -> PortResult<()> {
+        let listed = self
+            .members
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(asg)
+            .is_some_and(|m| m.contains(instance_id));
+        if !listed {
+            return Err(PortError::NotFound(format!(
+                "instance {instance_id} in Auto Scaling Group {asg} (as last described)"
+            )));
+        }
+        self.c
+            .caller
+            .call(
+                Service::AutoScaling,
+                "TerminateInstanceInAutoScalingGroup",
+                self.c
+                    .asg
+                    .terminate_instance_in_auto_scaling_group()
+                    .instance_id(instance_id)
+                    .should_decrement_desired_capacity(true)
+                    .send(),
+            )
+            .await
+            .map_err(|e| port_error(&format!("terminating {instance_id} in {asg}"), &e))?;
+        if let Some(m) = self
+            .members
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(asg)
+        {
+            m.remove(instance_id);
+        }
         Ok(())
     }
 }

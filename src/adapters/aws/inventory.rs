@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_sdk_dynamodb::types::ReturnConsumedCapacity;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
@@ -28,7 +29,8 @@ use crate::ports::{Inventory, PoolInventory, PortResult};
 use crate::schema;
 
 use super::item::{self, BadItem, Item};
-use super::{AwsClients, query_pages};
+use super::meter::{Op, one, write_item_units};
+use super::{AwsClients, Service, port_error, query_pages};
 
 /// Slack before the oldest launch time when looking for failed validations (clock skew
 /// between the instance and the car wash).
@@ -337,6 +339,13 @@ pub(crate) fn parse_instance(it: &Item) -> Result<InstanceRecord, BadItem> {
     // queue_depth does not count capacity: a malformed one is not a reason to lose an
     // instance.
     let queue_depth = item::count(it, "queue_depth").unwrap_or(0);
+    // Written by this controller when it starts a drain; malformed, the drain is not ours to
+    // finish (the instance stays held), which is the safe side.
+    let drain_started_ms = item::opt_number(it, "drain_started_at")
+        .ok()
+        .flatten()
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .map(|v| (v * 1000.0) as i64);
     Ok(InstanceRecord {
         instance_id,
         region,
@@ -347,7 +356,57 @@ pub(crate) fn parse_instance(it: &Item) -> Result<InstanceRecord, BadItem> {
         launch_time_ms,
         health: None,
         validation: None,
+        drain_started_ms,
     })
+}
+
+/// The instances table's TTL after termination (the seed's 7 days).
+const TERMINATED_TTL_SECS: i64 = 7 * 86_400;
+
+impl DynamoInventory {
+    /// One conditional UpdateItem of an instance's state; a failed condition is `Conflict`.
+    async fn update_state(
+        &self,
+        instance_id: &str,
+        update: &str,
+        condition: &str,
+        values: Vec<(&str, aws_sdk_dynamodb::types::AttributeValue)>,
+    ) -> PortResult<()> {
+        let mut req = self
+            .c
+            .ddb
+            .update_item()
+            .table_name(&self.instances_table)
+            .key("instance_id", item::s(instance_id))
+            .update_expression(update)
+            .condition_expression(condition)
+            .expression_attribute_names("#s", "state")
+            .return_consumed_capacity(ReturnConsumedCapacity::Total);
+        if update.contains("#ttl") {
+            req = req.expression_attribute_names("#ttl", "ttl");
+        }
+        for (k, v) in values {
+            req = req.expression_attribute_values(k, v);
+        }
+        let result = self
+            .c
+            .caller
+            .call(Service::DynamoDb, "UpdateItem", req.send())
+            .await;
+        let consumed = result.as_ref().ok().and_then(|o| o.consumed_capacity());
+        // An instance item is well under 1 KB: one write unit, refused or not.
+        self.c.meter.book(
+            &self.instances_table,
+            "UpdateItem",
+            Op::Write,
+            one(consumed),
+            0.0,
+            write_item_units(0),
+        );
+        result
+            .map(|_| ())
+            .map_err(|e| port_error(&format!("updating instance {instance_id}"), &e))
+    }
 }
 
 #[async_trait]
@@ -376,5 +435,34 @@ impl Inventory for DynamoInventory {
             }
         }
         Ok(PoolInventory { instances, skipped })
+    }
+
+    async fn mark_draining(&self, instance_id: &str, at_ms: i64) -> PortResult<()> {
+        self.update_state(
+            instance_id,
+            "SET #s = :draining, drain_started_at = :t",
+            "#s IN (:available, :launching)",
+            vec![
+                (":draining", item::s(InstanceState::Draining.as_str())),
+                (":available", item::s(InstanceState::Available.as_str())),
+                (":launching", item::s(InstanceState::Launching.as_str())),
+                (":t", item::n_f64(at_ms as f64 / 1000.0)),
+            ],
+        )
+        .await
+    }
+
+    async fn mark_terminated(&self, instance_id: &str, at_ms: i64) -> PortResult<()> {
+        self.update_state(
+            instance_id,
+            "SET #s = :terminated, #ttl = :ttl",
+            "#s = :draining",
+            vec![
+                (":terminated", item::s(InstanceState::Terminated.as_str())),
+                (":draining", item::s(InstanceState::Draining.as_str())),
+                (":ttl", item::n(at_ms / 1000 + TERMINATED_TTL_SECS)),
+            ],
+        )
+        .await
     }
 }

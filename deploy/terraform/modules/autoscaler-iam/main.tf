@@ -14,6 +14,8 @@ locals {
 
   all_table_arns     = flatten(values(var.table_arns))
   written_table_arns = flatten([for s in local.written_tables : var.table_arns[s]])
+  # Drains update the instances table's state attribute (UpdateItem, conditional).
+  instance_table_arns = var.table_arns["gpu-instances"]
   index_arns         = [for arn in local.all_table_arns : "${arn}/index/*"]
 
   asg_arns = [
@@ -57,6 +59,14 @@ data "aws_iam_policy_document" "controller" {
     resources = local.written_table_arns
   }
 
+  # A drain marks the instance draining (routers stop sending) and, once it is terminated,
+  # terminated: conditional UpdateItem on the instances table only.
+  statement {
+    sid       = "DrainInstances"
+    actions   = ["dynamodb:UpdateItem"]
+    resources = local.instance_table_arns
+  }
+
   dynamic "statement" {
     for_each = var.allow_table_management ? [1] : []
     content {
@@ -76,10 +86,13 @@ data "aws_iam_policy_document" "controller" {
     resources = ["*"]
   }
 
+  # Scale-in drains: the chosen instances are marked draining, then terminated with the
+  # group's desired capacity decremented, so the group never picks victims itself.
   statement {
     sid = "ScaleMrgcGroups"
     actions = [
       "autoscaling:SetDesiredCapacity",
+      "autoscaling:TerminateInstanceInAutoScalingGroup",
     ]
     resources = local.asg_arns
     condition {

@@ -1,0 +1,369 @@
+//! Drain before terminate, through the reconciler on the in-memory region: victims chosen
+//! launching-first then by queue depth, failed cleanup and age; marked `draining`; terminated
+//! (with a decrement) only once their queue is empty or the drain timeout passed; the group's
+//! desired capacity never lowered any other way while a drain is under way.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mrgc_autoscaler::adapters::memory::MemoryRegion;
+use mrgc_autoscaler::app::Leadership;
+use mrgc_autoscaler::core::policy::{PolicySource, parse_sources};
+use mrgc_autoscaler::core::{
+    Action, Health, InstanceRecord, InstanceState, Outcome, PolicySet, Validation,
+};
+
+mod fixtures;
+use fixtures::{REGION, T0, reconciler};
+
+const ASG: &str = "asg-model-a";
+
+fn policy(scale_down: &str) -> PolicySet {
+    parse_sources(&[PolicySource {
+        path: PathBuf::from("model-a.toml"),
+        text: format!(
+            "pool = \"model-a\"\nmin = 1\nmax = 50\n[scale_down]\nmax_step = \"100%\"\n\
+             stabilization = \"1m\"\n{scale_down}\n[regions.us-east-1]\nasg = \"{ASG}\"\n"
+        ),
+    }])
+    .expect("valid test policy")
+}
+
+/// One instance of the pool, serving, launched `age_s` before T0, with `queue` requests.
+fn instance(id: &str, age_s: i64, queue: u32) -> InstanceRecord {
+    InstanceRecord {
+        instance_id: Arc::from(id),
+        region: Arc::from(REGION),
+        model_pool: Arc::from("model-a"),
+        state: InstanceState::Available,
+        queue_depth: queue,
+        last_heartbeat_ms: T0,
+        launch_time_ms: T0 - age_s * 1000,
+        health: Some(Health::Healthy),
+        validation: Some(Validation::Passed),
+        drain_started_ms: None,
+    }
+}
+
+/// A group of eight serving instances with distinct queues and ages; `i-failed` failed its
+/// latest cleanup validation.
+fn region() -> MemoryRegion {
+    let r = MemoryRegion::new(REGION, 1);
+    r.create_asg(
+        ASG,
+        "model-a",
+        1,
+        100,
+        Duration::from_secs(360),
+        Duration::ZERO,
+    );
+    for (id, age, queue) in [
+        ("i-busy", 9_000, 9),
+        ("i-old-idle", 8_000, 0),
+        ("i-young-idle", 1_000, 0),
+        ("i-light", 7_000, 2),
+        ("i-failed", 500, 0),
+        ("i-lighter", 6_000, 1),
+        ("i-mid", 5_000, 4),
+        ("i-busier", 4_000, 7),
+    ] {
+        r.put_instance(instance(id, age, queue), Some(ASG));
+    }
+    r.set_validation("i-failed", Validation::Failed);
+    r
+}
+
+fn traffic(r: &MemoryRegion, at: i64, rps: f64) {
+    for m in 0..6 {
+        r.put_rps("model-a", REGION, at - m * 60_000, rps);
+    }
+}
+
+fn draining(r: &MemoryRegion) -> Vec<String> {
+    r.instances()
+        .into_iter()
+        .filter(|i| i.state == InstanceState::Draining)
+        .map(|i| i.instance_id.to_string())
+        .collect()
+}
+
+/// Instances terminated so far, sorted.
+fn terminated(r: &MemoryRegion) -> Vec<String> {
+    let mut t = r.calls().terminated;
+    t.sort();
+    t
+}
+
+#[tokio::test]
+async fn scale_in_drains_victims_in_order_and_terminates_each_with_a_decrement() {
+    let r = region();
+    let p = policy("drain_timeout = \"2m\"");
+    let pool = &p.pools["model-a"];
+    let mut rec = reconciler(&r, false);
+    let lead = Leadership::sole();
+
+    // 7 serving (i-failed is held), 3.75 rps: ceil(3.75 / 1.25) = 3 wanted, 4 to let go.
+    traffic(&r, T0, 3.75);
+    r.advance(T0);
+    let d = rec
+        .reconcile_pool(pool, &p.hash, T0, &lead)
+        .await
+        .expect("cycle");
+    assert_eq!(
+        (d.decision.action, d.decision.desired),
+        (Action::ScaleDown, 3)
+    );
+    assert_eq!(d.outcome, Outcome::Applied);
+    // Least queued first; at equal queue a failed cleanup first, then the oldest. i-failed
+    // serves nothing: it goes along without counting toward the four.
+    let victims = [
+        "i-failed",
+        "i-old-idle",
+        "i-young-idle",
+        "i-lighter",
+        "i-light",
+    ];
+    assert!(
+        d.decision
+            .reason
+            .contains(&format!("draining {}", victims.join(", "))),
+        "{}",
+        d.decision.reason
+    );
+    let mut want: Vec<String> = victims.iter().map(|v| v.to_string()).collect();
+    want.sort();
+    assert_eq!(draining(&r), want);
+    // The group was not told to shrink: it would pick its own victims.
+    assert_eq!(r.calls().set_desired, 0);
+    assert_eq!(r.asg_desired(ASG), Some(8));
+    assert!(r.calls().terminated.is_empty());
+
+    // The idle ones are terminated on the next cycle; i-lighter and i-light still have
+    // requests queued.
+    let t1 = T0 + 30_000;
+    traffic(&r, t1, 3.75);
+    r.advance(t1);
+    let d = rec.reconcile_pool(pool, &p.hash, t1, &lead).await.unwrap();
+    assert_eq!(d.decision.action, Action::None, "{}", d.decision.reason);
+    assert_eq!(terminated(&r), ["i-failed", "i-old-idle", "i-young-idle"]);
+    assert_eq!(r.asg_desired(ASG), Some(5), "8 less the 3 terminated");
+    assert_eq!(draining(&r), ["i-light", "i-lighter"]);
+
+    // Their queues never empty: kept until the 2-minute timeout, then terminated.
+    let mut t = t1;
+    while t + 30_000 < T0 + 120_000 {
+        t += 30_000;
+        traffic(&r, t, 3.75);
+        r.advance(t);
+        rec.reconcile_pool(pool, &p.hash, t, &lead).await.unwrap();
+        assert_eq!(
+            draining(&r),
+            ["i-light", "i-lighter"],
+            "at +{} s",
+            (t - T0) / 1000
+        );
+        assert_eq!(r.asg_desired(ASG), Some(5));
+    }
+    let t_out = T0 + 120_000;
+    traffic(&r, t_out, 3.75);
+    r.advance(t_out);
+    rec.reconcile_pool(pool, &p.hash, t_out, &lead)
+        .await
+        .unwrap();
+    assert_eq!(r.calls().terminated.len(), 5);
+    assert!(draining(&r).is_empty());
+    // Desired dropped by exactly the five drained, by terminations alone.
+    assert_eq!(r.asg_desired(ASG), Some(3));
+    assert_eq!(r.calls().set_desired, 0);
+    let left: Vec<String> = r
+        .instances()
+        .into_iter()
+        .map(|i| i.instance_id.to_string())
+        .collect();
+    assert_eq!(left, ["i-busier", "i-busy", "i-mid"]);
+    let m = rec.metrics().render();
+    for (step, n) in [
+        ("started", 5),
+        ("terminated_empty", 3),
+        ("terminated_timeout", 2),
+    ] {
+        let line = format!(
+            "mrgc_autoscaler_drains_total{{pool=\"model-a\",region=\"us-east-1\",step=\"{step}\"}} {n}"
+        );
+        assert!(m.contains(&line), "{line} in\n{m}");
+    }
+}
+
+#[tokio::test]
+async fn an_instance_with_queued_work_is_terminated_as_soon_as_its_queue_empties() {
+    let r = region();
+    let p = policy("drain_timeout = \"10m\"");
+    let pool = &p.pools["model-a"];
+    let mut rec = reconciler(&r, false);
+    let lead = Leadership::sole();
+    // 6.25 rps: 5 wanted of 7 serving; i-old-idle and i-young-idle go, i-failed along.
+    traffic(&r, T0, 6.25);
+    r.advance(T0);
+    rec.reconcile_pool(pool, &p.hash, T0, &lead).await.unwrap();
+    assert_eq!(draining(&r), ["i-failed", "i-old-idle", "i-young-idle"]);
+    r.set_queue_depth("i-old-idle", 3);
+    let t1 = T0 + 30_000;
+    traffic(&r, t1, 6.25);
+    r.advance(t1);
+    rec.reconcile_pool(pool, &p.hash, t1, &lead).await.unwrap();
+    assert_eq!(terminated(&r), ["i-failed", "i-young-idle"]);
+    assert_eq!(draining(&r), ["i-old-idle"]);
+    r.set_queue_depth("i-old-idle", 0);
+    let t2 = t1 + 30_000;
+    traffic(&r, t2, 6.25);
+    r.advance(t2);
+    rec.reconcile_pool(pool, &p.hash, t2, &lead).await.unwrap();
+    assert_eq!(
+        r.calls().terminated.last().map(String::as_str),
+        Some("i-old-idle")
+    );
+    assert_eq!(r.calls().terminated.len(), 3);
+    assert_eq!(r.asg_desired(ASG), Some(5));
+}
+
+#[tokio::test]
+async fn demand_returning_during_a_drain_raises_the_group_without_double_counting() {
+    let r = region();
+    let p = policy("drain_timeout = \"5m\"");
+    let pool = &p.pools["model-a"];
+    let mut rec = reconciler(&r, false);
+    let lead = Leadership::sole();
+    traffic(&r, T0, 3.75);
+    r.advance(T0);
+    rec.reconcile_pool(pool, &p.hash, T0, &lead).await.unwrap();
+    // Keep every victim busy so none finishes, then demand doubles.
+    let victims = draining(&r);
+    assert_eq!(victims.len(), 5);
+    for v in &victims {
+        r.set_queue_depth(v, 5);
+    }
+    let t1 = T0 + 60_000;
+    traffic(&r, t1, 7.5);
+    r.advance(t1);
+    let d = rec.reconcile_pool(pool, &p.hash, t1, &lead).await.unwrap();
+    // 3 serving, 5 held (draining): 6 wanted, the group raised to 6 + 5.
+    assert_eq!(
+        (d.decision.action, d.decision.desired, d.decision.held),
+        (Action::ScaleUp, 6, 5)
+    );
+    assert_eq!(d.outcome, Outcome::Applied);
+    assert_eq!(r.asg_desired(ASG), Some(11));
+    // The drains finish; each termination lowers the group by one, leaving the 6 wanted:
+    // nothing launched twice, nothing lost.
+    for v in &victims {
+        r.set_queue_depth(v, 0);
+    }
+    let t2 = t1 + 30_000;
+    traffic(&r, t2, 7.5);
+    r.advance(t2);
+    rec.reconcile_pool(pool, &p.hash, t2, &lead).await.unwrap();
+    assert_eq!(r.calls().terminated.len(), 5);
+    assert_eq!(r.asg_desired(ASG), Some(6));
+}
+
+#[tokio::test]
+async fn dry_run_and_followers_name_the_victims_but_never_drain() {
+    let p = policy("");
+    let pool = &p.pools["model-a"];
+    for (dry_run, lead) in [(true, Leadership::sole()), (false, Leadership::follower())] {
+        let r = region();
+        let mut rec = reconciler(&r, dry_run);
+        traffic(&r, T0, 3.75);
+        r.advance(T0);
+        let d = rec.reconcile_pool(pool, &p.hash, T0, &lead).await.unwrap();
+        assert_eq!(d.decision.action, Action::ScaleDown);
+        assert!(
+            d.decision
+                .reason
+                .contains("would drain i-failed, i-old-idle, i-young-idle, i-lighter, i-light"),
+            "{}",
+            d.decision.reason
+        );
+        assert!(draining(&r).is_empty());
+        assert_eq!(r.calls().mark_draining, 0);
+        assert_eq!(r.asg_desired(ASG), Some(8));
+    }
+}
+
+#[tokio::test]
+async fn without_drain_the_group_is_lowered_but_never_during_a_drain() {
+    let p = policy("drain = false");
+    let pool = &p.pools["model-a"];
+    // A drain this controller started under an earlier policy is still under way.
+    let r = region();
+    let mut rec = reconciler(&r, false);
+    traffic(&r, T0, 3.75);
+    r.advance(T0);
+    let with_drain = policy("");
+    rec.reconcile_pool(
+        &with_drain.pools["model-a"],
+        &with_drain.hash,
+        T0,
+        &Leadership::sole(),
+    )
+    .await
+    .unwrap();
+    for v in draining(&r) {
+        r.set_queue_depth(&v, 5);
+    }
+    // Past the 1-minute stabilization of the recommendation at T0.
+    let t1 = T0 + 90_000;
+    traffic(&r, t1, 1.0);
+    r.advance(t1);
+    let d = rec
+        .reconcile_pool(pool, &p.hash, t1, &Leadership::sole())
+        .await
+        .unwrap();
+    assert_eq!(
+        d.decision.action,
+        Action::ScaleDown,
+        "{}",
+        d.decision.reason
+    );
+    assert!(
+        matches!(&d.outcome, Outcome::Skipped(why) if why.contains("not lowered during a drain")),
+        "{:?}",
+        d.outcome
+    );
+    assert_eq!(r.calls().set_desired, 0);
+
+    // No drain under way: the group's desired capacity is lowered and it picks victims.
+    let r = region();
+    let mut rec = reconciler(&r, false);
+    traffic(&r, T0, 3.75);
+    r.advance(T0);
+    let d = rec
+        .reconcile_pool(pool, &p.hash, T0, &Leadership::sole())
+        .await
+        .unwrap();
+    assert_eq!(d.outcome, Outcome::Applied);
+    assert_eq!(r.calls().set_desired, 1);
+    assert_eq!(r.calls().mark_draining, 0);
+    assert_eq!(r.asg_desired(ASG), Some(d.decision.asg_desired));
+}
+
+#[tokio::test]
+async fn an_instance_draining_for_someone_else_is_left_alone() {
+    let r = region();
+    let p = policy("drain_timeout = \"1m\"");
+    let pool = &p.pools["model-a"];
+    // Marked draining by an operator (no drain_started_at): held, never terminated by us.
+    r.set_state("i-mid", InstanceState::Draining);
+    let mut rec = reconciler(&r, false);
+    for k in 0..6 {
+        let t = T0 + k * 30_000;
+        traffic(&r, t, 7.5);
+        r.advance(t);
+        rec.reconcile_pool(pool, &p.hash, t, &Leadership::sole())
+            .await
+            .unwrap();
+    }
+    assert!(!r.calls().terminated.contains(&"i-mid".to_string()));
+    assert!(draining(&r).contains(&"i-mid".to_string()));
+}
