@@ -947,3 +947,131 @@ async fn run_backend_aws_decides_records_and_releases_its_lease_on_sigterm() {
         "released on SIGTERM"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_in_drains_then_terminates_with_a_decrement() {
+    let endpoint = moto!();
+    let region = "us-east-1";
+    let env = Env::with_tables(&endpoint, region, "drain").await;
+    let asg = format!("{}-model-a", env.prefix);
+    env.create_asg(&asg, 1, 30, 6).await;
+    let policies = support::policy("model-a", 1, 20, &[(region, &asg)]);
+    let described = env
+        .asg
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(&asg)
+        .send()
+        .await
+        .unwrap();
+    let mut ids: Vec<String> = described.auto_scaling_groups()[0]
+        .instances()
+        .iter()
+        .filter_map(|i| i.instance_id().map(str::to_string))
+        .collect();
+    ids.sort();
+    assert_eq!(ids.len(), 6);
+    // The instances register as the group launches them; the idlest, oldest one is the
+    // victim: queue 0 (the others 3), launched first.
+    let mut items = Vec::new();
+    for (k, id) in ids.iter().enumerate() {
+        let mut it = instance_item(
+            id,
+            "model-a",
+            region,
+            "available",
+            T0,
+            T0 - 3_600 + k as i64,
+        );
+        if k == 1 {
+            it.insert("queue_depth".into(), n(0));
+        }
+        items.push(it);
+        env.put(
+            &schema::ROUTING_STATE,
+            routing_item(id, region, "healthy", 80.0),
+        )
+        .await;
+    }
+    env.put_many(&schema::GPU_INSTANCES, items).await;
+    for m in 0..5 {
+        env.put_rps("model-a", T0 - m * 60, 2.5).await;
+    }
+    let (backends, _) = env.aws.ports();
+    let mut r = Reconciler::new(backends, settings(region), env.metrics.clone());
+    let now = T0 * 1000 + 5_000;
+
+    let c1 = r.reconcile_all(&policies, now, &Leadership::sole()).await;
+    assert!(c1.errors.is_empty(), "{:?}", c1.errors);
+    let d1 = &c1.pools[0];
+    assert_eq!(
+        d1.decision.action,
+        Action::ScaleDown,
+        "{}",
+        d1.decision.reason
+    );
+    assert_eq!(d1.outcome, Outcome::Applied);
+    assert!(
+        d1.decision.reason.contains(&format!("draining {}", ids[1])),
+        "{}",
+        d1.decision.reason
+    );
+    // Marked draining with the time the drain began; the group untouched.
+    let victim = env
+        .ddb
+        .get_item()
+        .table_name(env.table(&schema::GPU_INSTANCES))
+        .key("instance_id", s(&ids[1]))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .expect("victim item");
+    assert_eq!(victim.get("state"), Some(&s("draining")));
+    assert_eq!(victim.get("drain_started_at"), Some(&n(T0 + 5)));
+    assert_eq!(env.asg_desired(&asg).await, 6);
+
+    // Next cycle: its queue is empty, so it is terminated and the group lowered by one.
+    let c2 = r
+        .reconcile_all(&policies, now + 30_000, &Leadership::sole())
+        .await;
+    assert!(c2.errors.is_empty(), "{:?}", c2.errors);
+    assert_eq!(env.asg_desired(&asg).await, 5);
+    let members: Vec<String> = env
+        .asg
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(&asg)
+        .send()
+        .await
+        .unwrap()
+        .auto_scaling_groups()[0]
+        .instances()
+        .iter()
+        .filter_map(|i| i.instance_id().map(str::to_string))
+        .collect();
+    assert!(!members.contains(&ids[1]), "{members:?}");
+    let victim = env
+        .ddb
+        .get_item()
+        .table_name(env.table(&schema::GPU_INSTANCES))
+        .key("instance_id", s(&ids[1]))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .expect("victim item");
+    assert_eq!(victim.get("state"), Some(&s("terminated")));
+    assert_eq!(victim.get("ttl"), Some(&n(T0 + 35 + 7 * 86_400)));
+    // An instance the group does not hold is never terminated: the item is only marked.
+    let foreign = env
+        .aws
+        .ports()
+        .0
+        .actuator
+        .terminate(&asg, "i-0000000000not0ours")
+        .await;
+    assert!(
+        matches!(foreign, Err(PortError::NotFound(_))),
+        "{foreign:?}"
+    );
+    assert_eq!(env.asg_desired(&asg).await, 5);
+}
