@@ -42,17 +42,32 @@ impl PortError {
 
 pub type PortResult<T> = Result<T, PortError>;
 
-/// Requests per second per pool, as routers write them once a minute.
+/// Per-pool metrics from the metrics table, keyed `<metric>#<pool>#<region>` (DESIGN §3):
+/// requests per second as routers write them once a minute, and the seed's other metrics
+/// (e.g. `model_load_time`, seconds).
 #[async_trait]
 pub trait MetricsSource: Send + Sync {
-    /// Samples for `pool` in `region` with `from_ms < at_ms <= to_ms`, oldest first.
+    /// Samples of `metric` for `pool` in `region` with `from_ms < at_ms <= to_ms`, oldest
+    /// first (`Sample::rps` holds the value, whatever its unit).
+    async fn samples(
+        &self,
+        metric: &str,
+        pool: &str,
+        region: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> PortResult<Vec<Sample>>;
+
+    /// RPS samples: `samples("rps", ...)`.
     async fn rps_samples(
         &self,
         pool: &str,
         region: &str,
         from_ms: i64,
         to_ms: i64,
-    ) -> PortResult<Vec<Sample>>;
+    ) -> PortResult<Vec<Sample>> {
+        self.samples("rps", pool, region, from_ms, to_ms).await
+    }
 }
 
 /// A pool's instances in one region, joined with routing health and the latest cleanup

@@ -376,6 +376,56 @@ async fn the_launch_time_is_learned_and_exported() {
 }
 
 #[tokio::test]
+async fn the_model_load_time_metric_raises_a_launch_time_set_too_short() {
+    let r = region();
+    let p = policies(); // launch_time 6m
+    // model-a: loads take 400-490 s, longer than the configured 6 minutes; model-b: 100 s.
+    for k in 0..10 {
+        let at = T0 - 3_600_000 + k * 60_000;
+        r.put_metric(
+            "model_load_time",
+            "model-a",
+            REGION,
+            at,
+            400.0 + 10.0 * k as f64,
+        );
+        r.put_metric("model_load_time", "model-b", REGION, at, 100.0);
+    }
+    traffic(&r, T0 - 300_000, T0, 10.0, 10.0);
+    let mut rec = reconciler(&r, false);
+    let a = rec
+        .observe_pool(&p.pools["model-a"], None, T0)
+        .await
+        .expect("reads");
+    // p90 of 400..490 (10 samples) is the 9th: 480 s.
+    assert_eq!(a.learned_launch, Some(Duration::from_secs(480)));
+    let b = rec
+        .observe_pool(&p.pools["model-b"], None, T0)
+        .await
+        .expect("reads");
+    assert_eq!(
+        b.learned_launch, None,
+        "a load time within the configured launch time changes nothing"
+    );
+    let text = rec.metrics().render();
+    assert!(
+        text.contains(
+            "mrgc_autoscaler_model_load_time_p90_seconds{pool=\"model-a\",region=\"us-east-1\"} 480"
+        ),
+        "{text}"
+    );
+    // Too few samples: no hint.
+    let r2 = region();
+    r2.put_metric("model_load_time", "model-a", REGION, T0 - 60_000, 900.0);
+    let mut rec2 = reconciler(&r2, false);
+    let a2 = rec2
+        .observe_pool(&p.pools["model-a"], None, T0)
+        .await
+        .expect("reads");
+    assert_eq!(a2.learned_launch, None);
+}
+
+#[tokio::test]
 async fn a_shadow_policy_is_recorded_beside_the_live_one_and_never_acts() {
     let r = region();
     let live = policies();

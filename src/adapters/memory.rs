@@ -29,9 +29,14 @@ use crate::ports::{
     PortError, PortResult,
 };
 
-/// The metrics-table key of a pool's RPS in a region (DESIGN §3).
+/// The metrics-table key of a pool's metric in a region (DESIGN §3).
+pub fn metric_name(metric: &str, pool: &str, region: &str) -> String {
+    format!("{metric}#{pool}#{region}")
+}
+
+/// The metrics-table key of a pool's RPS in a region.
 pub fn rps_metric_name(pool: &str, region: &str) -> String {
-    format!("rps#{pool}#{region}")
+    metric_name("rps", pool, region)
 }
 
 /// One Auto Scaling Group of the in-memory region.
@@ -268,11 +273,16 @@ impl MemoryRegion {
 
     /// Write a per-minute RPS sample as a router would.
     pub fn put_rps(&self, pool: &str, region: &str, at_ms: i64, rps: f64) {
+        self.put_metric("rps", pool, region, at_ms, rps);
+    }
+
+    /// Write a sample of any per-pool metric (e.g. `model_load_time`, seconds).
+    pub fn put_metric(&self, metric: &str, pool: &str, region: &str, at_ms: i64, value: f64) {
         self.lock()
             .metrics
-            .entry(rps_metric_name(pool, region))
+            .entry(metric_name(metric, pool, region))
             .or_default()
-            .insert(at_ms, rps);
+            .insert(at_ms, value);
     }
 
     /// Put an instance item directly (tests; instances registered outside any ASG).
@@ -505,15 +515,16 @@ impl State {
 
 #[async_trait]
 impl MetricsSource for MemoryRegion {
-    async fn rps_samples(
+    async fn samples(
         &self,
+        metric: &str,
         pool: &str,
         region: &str,
         from_ms: i64,
         to_ms: i64,
     ) -> PortResult<Vec<Sample>> {
         let s = self.lock();
-        let Some(series) = s.metrics.get(&rps_metric_name(pool, region)) else {
+        let Some(series) = s.metrics.get(&metric_name(metric, pool, region)) else {
             return Ok(Vec::new());
         };
         if from_ms >= to_ms {

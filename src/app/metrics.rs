@@ -17,6 +17,7 @@ pub struct Metrics {
     pub pool_utilisation: GaugeVec,
     pub metrics_age: GaugeVec,
     pub launch_time_p90: GaugeVec,
+    pub model_load_time_p90: GaugeVec,
     pub decisions: IntCounterVec,
     pub decision_results: IntCounterVec,
     pub decisions_recorded: IntCounterVec,
@@ -91,6 +92,13 @@ impl Metrics {
             )),
             pool_utilisation: reg!(GaugeVec::new(
                 opts("pool_utilisation", "RPS per counted instance."),
+                pool
+            )),
+            model_load_time_p90: reg!(GaugeVec::new(
+                opts(
+                    "model_load_time_p90_seconds",
+                    "The 90th percentile of the metrics table's model_load_time over the last day (seconds)."
+                ),
                 pool
             )),
             launch_time_p90: reg!(GaugeVec::new(

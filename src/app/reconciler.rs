@@ -170,6 +170,10 @@ pub struct PoolReads {
 
 const SEASONAL_LAGS_MS: [i64; 2] = [86_400_000, 7 * 86_400_000];
 
+/// How often the `model_load_time` metric is read (it changes with model releases, not
+/// minutes; one Query per pool every 15 minutes costs nothing worth counting).
+const MODEL_LOAD_REFRESH_MS: i64 = 15 * 60_000;
+
 /// How far back `policy` looks at RPS samples.
 fn lookback(policy: &PoolPolicy) -> Duration {
     let mut lookback = policy.metrics.stale_after + policy.metrics.window + Duration::from_secs(60);
@@ -269,6 +273,8 @@ struct LastRecord {
 struct PoolState {
     history: PoolHistory,
     launch_times: capacity::LaunchTimes,
+    /// The p90 of the seed's `model_load_time` metric, and when it was last read.
+    model_load: Option<(i64, Option<Duration>)>,
     last_recorded: Option<LastRecord>,
     failures: u32,
     next_try_ms: i64,
@@ -528,9 +534,27 @@ impl Reconciler {
         let samples = samples.map_err(PoolError::Metrics)?;
         let inventory = inventory.map_err(PoolError::Inventory)?;
         let asg = asg.map_err(PoolError::Asg)?;
+        let due = self
+            .pools
+            .get(&policy.pool)
+            .and_then(|st| st.model_load)
+            .is_none_or(|(at, _)| now_ms - at >= MODEL_LOAD_REFRESH_MS);
+        if due {
+            let p90 = self.model_load_p90(&policy.pool, &region, now_ms).await;
+            self.pools
+                .entry(policy.pool.clone())
+                .or_default()
+                .model_load = Some((now_ms, p90));
+        }
         let st = self.pools.entry(policy.pool.clone()).or_default();
         st.launch_times.observe(&inventory.instances);
-        let learned_launch = st.launch_times.p90();
+        let model_load = st.model_load.and_then(|(_, p)| p);
+        // Launches seen in the instances table first; until there are enough, the model load
+        // time alone says the configured launch time is too short when it is longer.
+        let learned_launch = st
+            .launch_times
+            .p90()
+            .or_else(|| model_load.filter(|l| *l > policy.instances.launch_time));
         if let Some(l) = learned_launch {
             self.metrics
                 .launch_time_p90
@@ -886,6 +910,35 @@ impl Reconciler {
                 );
             }
         }
+    }
+
+    /// The p90 of the seed's `model_load_time` metric (seconds) over the last day, when it
+    /// has at least `LaunchTimes::MIN_SAMPLES` samples. A failed read only loses the hint.
+    async fn model_load_p90(&self, pool: &str, region: &str, now_ms: i64) -> Option<Duration> {
+        let samples = match self
+            .backends
+            .metrics
+            .samples("model_load_time", pool, region, now_ms - 86_400_000, now_ms)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(pool, region, error = %e, "reading model_load_time failed");
+                return None;
+            }
+        };
+        if samples.len() < capacity::LaunchTimes::MIN_SAMPLES {
+            return None;
+        }
+        let mut v: Vec<f64> = samples.iter().map(|s| s.rps).collect();
+        v.sort_by(f64::total_cmp);
+        let idx = ((v.len() as f64 * 0.9).ceil() as usize).saturating_sub(1);
+        let p90 = Duration::try_from_secs_f64(v[idx.min(v.len() - 1)]).ok()?;
+        self.metrics
+            .model_load_time_p90
+            .with_label_values(&[pool, region])
+            .set(p90.as_secs_f64());
+        Some(p90)
     }
 
     /// Traffic one day and one week ago: the samples from `window` before each moment to

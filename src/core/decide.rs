@@ -586,7 +586,7 @@ pub fn decide(
             reason = format!(
                 "{reason}; but forecast {:.0} rps at +{} ({}) needs {raw}{}; floor {floor}",
                 f.rps,
-                fmt_dur(policy.forecast_horizon()),
+                fmt_dur(horizon(policy, obs)),
                 f.source,
                 if raw > cap {
                     format!(", capped by forecast.max_lift {}", policy.forecast.max_lift)

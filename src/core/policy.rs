@@ -232,11 +232,6 @@ impl PoolPolicy {
             _ => base,
         }
     }
-
-    /// The forecast horizon: configured, or the launch time.
-    pub fn forecast_horizon(&self) -> Duration {
-        self.forecast.horizon.unwrap_or(self.instances.launch_time)
-    }
 }
 
 /// Effective bounds of a pool in a region at a moment.

@@ -1,12 +1,12 @@
-//! RPS samples from the metrics table: one Query per pool per cycle on
-//! `metric_name = "rps#<pool>#<region>"` with `timestamp` (Unix seconds, the end of the minute
-//! the sample covers) within the window.
+//! Samples from the metrics table: one Query on `metric_name = "<metric>#<pool>#<region>"`
+//! (`rps` once per pool per cycle; `model_load_time` rarely) with `timestamp` (Unix seconds,
+//! the end of the minute the sample covers) within the window.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::adapters::memory::rps_metric_name;
+use crate::adapters::memory::metric_name;
 use crate::core::Sample;
 use crate::ports::{MetricsSource, PortResult};
 use crate::schema;
@@ -35,8 +35,9 @@ fn second_bounds(from_ms: i64, to_ms: i64) -> Option<(i64, i64)> {
 
 #[async_trait]
 impl MetricsSource for DynamoMetricsSource {
-    async fn rps_samples(
+    async fn samples(
         &self,
+        metric: &str,
         pool: &str,
         region: &str,
         from_ms: i64,
@@ -45,7 +46,7 @@ impl MetricsSource for DynamoMetricsSource {
         let Some((lo, hi)) = second_bounds(from_ms, to_ms) else {
             return Ok(Vec::new());
         };
-        let name = rps_metric_name(pool, region);
+        let name = metric_name(metric, pool, region);
         let items = query_pages(
             &self.c,
             &self.table,
@@ -88,7 +89,7 @@ fn parse_sample(it: &Item) -> Result<Sample, item::BadItem> {
         return Err(item::BadItem {
             reason: item::BadReason::OutOfRange,
             attribute: "value".into(),
-            detail: format!("{rps} requests per second is negative"),
+            detail: format!("{rps} is negative"),
         });
     }
     Ok(Sample { at_ms, rps })
