@@ -1754,6 +1754,52 @@ asg = "a"
     }
 
     #[test]
+    fn drain_is_on_by_default_and_its_keys_are_checked() {
+        let set = parse_sources(&[src("a.toml", GOOD)]).expect("valid");
+        let p = set.pool("model-a").expect("pool");
+        assert_eq!(p.scale_down.drain, Some(DEFAULT_DRAIN_TIMEOUT));
+        let with = |extra: &str| {
+            GOOD.replace(
+                "stabilization = \"10m\"\n",
+                &format!("stabilization = \"10m\"\n{extra}\n"),
+            )
+        };
+        let set = parse_sources(&[src("a.toml", &with("drain_timeout = \"90s\""))]).unwrap();
+        assert_eq!(
+            set.pools["model-a"].scale_down.drain,
+            Some(Duration::from_secs(90))
+        );
+        let set = parse_sources(&[src("a.toml", &with("drain = false"))]).unwrap();
+        assert_eq!(set.pools["model-a"].scale_down.drain, None);
+        for (extra, says) in [
+            (
+                "drain = \"yes\"",
+                "`scale_down.drain` must be true or false",
+            ),
+            (
+                "drain_timeout = \"2h\"",
+                "drain_timeout is longer than an hour",
+            ),
+            (
+                "drain = false\ndrain_timeout = \"1m\"",
+                "drain = false but a drain_timeout is set",
+            ),
+        ] {
+            let err = parse_sources(&[src("a.toml", &with(extra))]).expect_err(extra);
+            assert!(err.to_string().contains(says), "{extra}: {err}");
+            assert!(err.problems.iter().all(|p| p.line >= 12), "{err}");
+        }
+        // Sweepable.
+        let off = apply_override(p, "scale_down.drain", "false").unwrap();
+        assert_eq!(off.scale_down.drain, None);
+        let on = apply_override(&off, "scale_down.drain", "true").unwrap();
+        assert_eq!(on.scale_down.drain, Some(DEFAULT_DRAIN_TIMEOUT));
+        let t = apply_override(p, "scale_down.drain_timeout", "30s").unwrap();
+        assert_eq!(t.scale_down.drain, Some(Duration::from_secs(30)));
+        assert!(apply_override(p, "scale_down.drain", "maybe").is_err());
+    }
+
+    #[test]
     fn hash_changes_with_content() {
         let a = hash_sources(&[src("a.toml", GOOD)]);
         let b = hash_sources(&[src("a.toml", &GOOD.replace("max = 40", "max = 41"))]);
