@@ -706,6 +706,19 @@ fn explain(a: ExplainArgs) -> anyhow::Result<ExitCode> {
     );
     println!("reason_code {}", d.reason_code);
     println!("reason      {}", d.reason);
+    if d.action == mrgc_autoscaler::core::Action::ScaleDown {
+        let cut = (d.serving + d.launching).saturating_sub(d.desired);
+        match policy.scale_down.drain {
+            Some(timeout) => println!(
+                "act         drain {cut} instance(s): launching first, then the lowest queue_depth, a failed cleanup, the oldest; each terminated (ASG desired − 1) once idle or after {}",
+                humantime::format_duration(timeout)
+            ),
+            None => println!(
+                "act         set the ASG's desired capacity to {}: the group picks the victims (scale_down.drain = false)",
+                d.asg_desired
+            ),
+        }
+    }
     println!(
         "note        a single observation with no history: scale-down stabilization only sees this one recommendation"
     );

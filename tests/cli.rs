@@ -91,6 +91,29 @@ fn explain_prints_the_decision_and_its_reason() {
         "{stdout}"
     );
 
+    // A scale-down says how it will be carried out: a drain, not a lower desired capacity.
+    let out = bin()
+        .args([
+            "policy",
+            "explain",
+            "--pool",
+            "model-b",
+            "--rps",
+            "20",
+            "--serving",
+            "40",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("decision    scale-down"), "{stdout}");
+    assert!(
+        stdout.contains("act         drain ")
+            && stdout.contains("the lowest queue_depth")
+            && stdout.contains("once idle or after 5m"),
+        "{stdout}"
+    );
+
     let out = bin()
         .args([
             "policy",
