@@ -1,6 +1,7 @@
 //! Narrow traits between the reconciler and the world. Each lists only the calls the
 //! controller makes; backends implement them (in-memory region, AWS).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -88,8 +89,13 @@ pub trait Inventory: Send + Sync {
     async fn mark_draining(&self, instance_id: &str, at_ms: i64) -> PortResult<()>;
 
     /// Mark a drained instance `terminated` (with the table's 7-day TTL), only if it is still
-    /// `draining`: `Conflict` otherwise, `NotFound` when the item is gone.
+    /// `draining`: `Conflict` otherwise (DynamoDB's condition fails on a missing item too; the
+    /// in-memory region says `NotFound`).
     async fn mark_terminated(&self, instance_id: &str, at_ms: i64) -> PortResult<()>;
+
+    /// Return a draining instance to service (`available`, the drain mark removed), only if
+    /// it is still `draining`: `Conflict` otherwise.
+    async fn undrain(&self, instance_id: &str) -> PortResult<()>;
 }
 
 /// The Auto Scaling Group calls the controller makes.
@@ -99,9 +105,15 @@ pub trait Actuator: Send + Sync {
     /// Set the group's desired capacity (absolute, so a repeat or a late call is harmless).
     async fn set_desired(&self, asg: &str, desired: u32) -> PortResult<()>;
     /// Terminate one instance of the group and lower its desired capacity by one, so the
-    /// group does not replace it. `NotFound` when the group does not hold the instance (as
-    /// of the last `describe`): it is never asked to terminate anything else.
+    /// group does not replace it. `NotFound` when the group does not hold the instance in
+    /// service or pending (as of the last `describe`): it is never asked to terminate
+    /// anything else, nor an instance it is already terminating.
     async fn terminate(&self, asg: &str, instance_id: &str) -> PortResult<()>;
+    /// The instances the group held in service or pending at the last `describe`, when the
+    /// backend lists them: a draining instance the group no longer holds is gone.
+    fn members(&self, _asg: &str) -> Option<Vec<Arc<str>>> {
+        None
+    }
 }
 
 /// The proof a leader shows when it appends: the record is written only while the lease is

@@ -131,9 +131,11 @@ async fn controller_dynamodb_cost_per_cycle_and_month() {
     };
     let pool_cycles = cycles * POOLS.len() as u32;
     // The read pattern this design promises, per pool and cycle.
+    // Plus the model_load_time metric, read per pool every 15 minutes.
+    let model_load_reads = POOLS.len() as u64 * (MINUTES as u64).div_ceil(15);
     assert_eq!(
         get(&schema::METRICS, "Query").requests,
-        u64::from(pool_cycles)
+        u64::from(pool_cycles) + model_load_reads
     );
     assert_eq!(
         get(&schema::GPU_INSTANCES, "Query").requests,

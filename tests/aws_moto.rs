@@ -1061,7 +1061,7 @@ async fn scale_in_drains_then_terminates_with_a_decrement() {
         .expect("victim item");
     assert_eq!(victim.get("state"), Some(&s("terminated")));
     assert_eq!(victim.get("ttl"), Some(&n(T0 + 35 + 7 * 86_400)));
-    // An instance the group does not hold is never terminated: the item is only marked.
+    // An instance the group does not hold is never sent to TerminateInstanceInAutoScalingGroup.
     let foreign = env
         .aws
         .ports()

@@ -228,7 +228,7 @@ async fn an_instance_with_queued_work_is_terminated_as_soon_as_its_queue_empties
 }
 
 #[tokio::test]
-async fn demand_returning_during_a_drain_raises_the_group_without_double_counting() {
+async fn demand_returning_during_a_drain_brings_warm_instances_back_before_launching() {
     let r = region();
     let p = policy("drain_timeout = \"5m\"");
     let pool = &p.pools["model-a"];
@@ -247,24 +247,199 @@ async fn demand_returning_during_a_drain_raises_the_group_without_double_countin
     traffic(&r, t1, 7.5);
     r.advance(t1);
     let d = rec.reconcile_pool(pool, &p.hash, t1, &lead).await.unwrap();
-    // 3 serving, 5 held (draining): 6 wanted, the group raised to 6 + 5.
+    // 3 serving, 6 wanted: three of the draining instances return to service (not i-failed,
+    // which would not serve), and nothing is launched.
     assert_eq!(
-        (d.decision.action, d.decision.desired, d.decision.held),
-        (Action::ScaleUp, 6, 5)
+        (d.decision.action, d.decision.desired),
+        (Action::ScaleUp, 6)
     );
     assert_eq!(d.outcome, Outcome::Applied);
-    assert_eq!(r.asg_desired(ASG), Some(11));
-    // The drains finish; each termination lowers the group by one, leaving the 6 wanted:
-    // nothing launched twice, nothing lost.
-    for v in &victims {
+    assert!(
+        d.decision
+            .reason
+            .contains("i-light, i-lighter, i-old-idle returned to service from draining"),
+        "{}",
+        d.decision.reason
+    );
+    assert_eq!(draining(&r), ["i-failed", "i-young-idle"]);
+    assert_eq!(r.calls().set_desired, 0, "no launch");
+    assert_eq!(r.asg_desired(ASG), Some(8));
+    // The two left finish; each termination lowers the group by one: 6 serve.
+    for v in ["i-failed", "i-young-idle"] {
         r.set_queue_depth(v, 0);
     }
     let t2 = t1 + 30_000;
     traffic(&r, t2, 7.5);
     r.advance(t2);
-    rec.reconcile_pool(pool, &p.hash, t2, &lead).await.unwrap();
-    assert_eq!(r.calls().terminated.len(), 5);
+    let d = rec.reconcile_pool(pool, &p.hash, t2, &lead).await.unwrap();
+    assert_eq!(d.decision.action, Action::None, "{}", d.decision.reason);
+    assert_eq!(terminated(&r), ["i-failed", "i-young-idle"]);
     assert_eq!(r.asg_desired(ASG), Some(6));
+    assert_eq!(d.decision.serving, 6);
+
+    // Fewer warm ones that would serve than the shortfall: they come back and the rest is
+    // launched.
+    let r = region();
+    let mut rec = reconciler(&r, false);
+    traffic(&r, T0, 3.75);
+    r.advance(T0);
+    rec.reconcile_pool(pool, &p.hash, T0, &lead).await.unwrap();
+    for v in draining(&r) {
+        r.set_queue_depth(&v, 5);
+    }
+    r.set_health("i-light", Health::Unhealthy);
+    r.set_health("i-lighter", Health::Unhealthy);
+    traffic(&r, t1, 7.5);
+    r.advance(t1);
+    let d = rec.reconcile_pool(pool, &p.hash, t1, &lead).await.unwrap();
+    assert_eq!(d.decision.desired, 6, "{}", d.decision.reason);
+    assert_eq!(draining(&r), ["i-failed", "i-light", "i-lighter"]);
+    // 3 serving + 2 back + 1 launching, beside the 3 still draining.
+    assert_eq!(r.asg_desired(ASG), Some(9));
+    assert_eq!(d.decision.asg_desired, 9);
+}
+
+#[tokio::test]
+async fn victims_never_take_the_group_below_its_minimum() {
+    let r = region();
+    r.set_bounds(ASG, 6, 100);
+    let p = policy("");
+    let pool = &p.pools["model-a"];
+    let mut rec = reconciler(&r, false);
+    let lead = Leadership::sole();
+    traffic(&r, T0, 3.75);
+    r.advance(T0);
+    let d = rec.reconcile_pool(pool, &p.hash, T0, &lead).await.unwrap();
+    // 4 fewer wanted, but 8 − 6 = 2 victims at most, i-failed included.
+    assert_eq!(
+        draining(&r),
+        ["i-failed", "i-old-idle"],
+        "{}",
+        d.decision.reason
+    );
+    let t1 = T0 + 30_000;
+    traffic(&r, t1, 3.75);
+    r.advance(t1);
+    let d = rec.reconcile_pool(pool, &p.hash, t1, &lead).await.unwrap();
+    assert_eq!(r.asg_desired(ASG), Some(6));
+    assert!(
+        matches!(&d.outcome, Outcome::Skipped(why) if why.contains("the group's minimum 6")),
+        "{:?}",
+        d.outcome
+    );
+    assert!(draining(&r).is_empty());
+
+    // The minimum raised while a drain is under way: the instance serves again.
+    let r = region();
+    let mut rec = reconciler(&r, false);
+    traffic(&r, T0, 3.75);
+    r.advance(T0);
+    rec.reconcile_pool(pool, &p.hash, T0, &lead).await.unwrap();
+    assert_eq!(draining(&r).len(), 5);
+    r.set_bounds(ASG, 8, 100);
+    traffic(&r, t1, 3.75);
+    r.advance(t1);
+    rec.reconcile_pool(pool, &p.hash, t1, &lead).await.unwrap();
+    assert!(r.calls().terminated.is_empty());
+    assert!(draining(&r).is_empty(), "{:?}", draining(&r));
+    assert_eq!(r.asg_desired(ASG), Some(8));
+}
+
+#[tokio::test]
+async fn an_empty_queue_counts_only_from_a_heartbeat_after_routers_saw_the_drain() {
+    let r = region();
+    let p = policy("drain_timeout = \"5m\"");
+    let pool = &p.pools["model-a"];
+    let mut rec = reconciler(&r, false);
+    let lead = Leadership::sole();
+    traffic(&r, T0, 6.25);
+    r.advance(T0);
+    rec.reconcile_pool(pool, &p.hash, T0, &lead).await.unwrap();
+    assert_eq!(draining(&r), ["i-failed", "i-old-idle", "i-young-idle"]);
+    // No heartbeat since T0 (no advance): their 0 may predate requests routed meanwhile.
+    let t1 = T0 + 30_000;
+    traffic(&r, t1, 6.25);
+    rec.reconcile_pool(pool, &p.hash, t1, &lead).await.unwrap();
+    assert!(r.calls().terminated.is_empty());
+    // Heartbeats after the grace still say 0: now they go.
+    let t2 = t1 + 30_000;
+    traffic(&r, t2, 6.25);
+    r.advance(t2);
+    rec.reconcile_pool(pool, &p.hash, t2, &lead).await.unwrap();
+    assert_eq!(terminated(&r), ["i-failed", "i-old-idle", "i-young-idle"]);
+}
+
+#[tokio::test]
+async fn a_drained_instance_the_group_let_go_of_is_not_replaced() {
+    use mrgc_autoscaler::ports::Actuator;
+    let r = region();
+    let p = policy("drain_timeout = \"5m\"");
+    let pool = &p.pools["model-a"];
+    let mut rec = reconciler(&r, false);
+    let lead = Leadership::sole();
+    traffic(&r, T0, 3.75);
+    r.advance(T0);
+    rec.reconcile_pool(pool, &p.hash, T0, &lead).await.unwrap();
+    for v in draining(&r) {
+        r.set_queue_depth(&v, 5);
+    }
+    // i-old-idle was terminated (say by an earlier leader whose item update failed): the
+    // group no longer holds it, its item still says draining.
+    r.terminate(ASG, "i-old-idle").await.unwrap();
+    assert_eq!(r.asg_desired(ASG), Some(7));
+    // Demand back up: it must not count as held (that would launch one too many), and the
+    // item is marked at last.
+    let t1 = T0 + 60_000;
+    traffic(&r, t1, 7.5);
+    r.advance(t1);
+    let d = rec.reconcile_pool(pool, &p.hash, t1, &lead).await.unwrap();
+    assert_eq!(d.decision.desired, 6, "{}", d.decision.reason);
+    assert_eq!(d.decision.held, 4, "{}", d.decision.reason);
+    assert!(!draining(&r).contains(&"i-old-idle".to_string()));
+    assert!(
+        r.instances()
+            .iter()
+            .all(|i| &*i.instance_id != "i-old-idle"),
+        "its item is marked terminated (and leaves the in-memory table)"
+    );
+    // 3 serving + 3 back = 6 serving, i-failed and i-young-idle... the group: 7 members, no
+    // launch.
+    assert_eq!(r.asg_desired(ASG), Some(7));
+    assert_eq!(r.calls().set_desired, 0);
+}
+
+#[tokio::test]
+async fn a_new_leader_finishes_the_drains_of_the_old_one_and_followers_never_do() {
+    let r = region();
+    let p = policy("drain_timeout = \"5m\"");
+    let pool = &p.pools["model-a"];
+    let mut old = reconciler(&r, false);
+    traffic(&r, T0, 3.75);
+    r.advance(T0);
+    old.reconcile_pool(pool, &p.hash, T0, &Leadership::sole())
+        .await
+        .unwrap();
+    assert_eq!(draining(&r).len(), 5);
+    let t1 = T0 + 30_000;
+    traffic(&r, t1, 3.75);
+    r.advance(t1);
+    // A follower and a dry-run controller see the drains but never end them.
+    for (dry_run, lead) in [(false, Leadership::follower()), (true, Leadership::sole())] {
+        let mut other = reconciler(&r, dry_run);
+        other
+            .reconcile_pool(pool, &p.hash, t1, &lead)
+            .await
+            .unwrap();
+        assert!(r.calls().terminated.is_empty());
+        assert_eq!(draining(&r).len(), 5);
+    }
+    // The new leader, with no memory of them, finishes the idle ones.
+    let mut new = reconciler(&r, false);
+    new.reconcile_pool(pool, &p.hash, t1, &Leadership::sole())
+        .await
+        .unwrap();
+    assert_eq!(terminated(&r), ["i-failed", "i-old-idle", "i-young-idle"]);
+    assert_eq!(r.asg_desired(ASG), Some(5));
 }
 
 #[tokio::test]

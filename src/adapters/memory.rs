@@ -196,6 +196,15 @@ impl MemoryRegion {
         }
     }
 
+    /// Change a group's min and max (an operator's edit); desired capacity is kept within them.
+    pub fn set_bounds(&self, name: &str, min: u32, max: u32) {
+        if let Some(g) = self.lock().asgs.get_mut(name) {
+            g.min = min;
+            g.max = max.max(min);
+            g.desired = g.desired.clamp(g.min, g.max);
+        }
+    }
+
     /// The group's desired capacity (cheaper than cloning the group).
     pub fn asg_desired(&self, name: &str) -> Option<u32> {
         self.lock().asgs.get(name).map(|g| g.desired)
@@ -585,6 +594,24 @@ impl Inventory for MemoryRegion {
         Ok(())
     }
 
+    async fn undrain(&self, instance_id: &str) -> PortResult<()> {
+        let mut s = self.lock();
+        let m = s
+            .instances
+            .get_mut(instance_id)
+            .ok_or_else(|| PortError::NotFound(format!("instance {instance_id}")))?;
+        if m.rec.state != InstanceState::Draining {
+            return Err(PortError::Conflict(format!(
+                "instance {instance_id} is {}, not draining",
+                m.rec.state
+            )));
+        }
+        m.rec.state = InstanceState::Available;
+        m.rec.drain_started_ms = None;
+        m.drained_at_ms = None;
+        Ok(())
+    }
+
     async fn mark_terminated(&self, instance_id: &str, _at_ms: i64) -> PortResult<()> {
         let mut s = self.lock();
         let m = s
@@ -640,6 +667,10 @@ impl Actuator for MemoryRegion {
         }
         g.desired = desired;
         Ok(())
+    }
+
+    fn members(&self, asg: &str) -> Option<Vec<Arc<str>>> {
+        self.lock().asgs.get(asg).map(|g| g.members.clone())
     }
 
     async fn terminate(&self, asg: &str, instance_id: &str) -> PortResult<()> {

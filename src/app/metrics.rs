@@ -167,7 +167,7 @@ impl Metrics {
             drains: reg!(IntCounterVec::new(
                 opts(
                     "drains_total",
-                    "Scale-in drains by step: started (marked draining), terminated_empty (queue empty), terminated_timeout (drain timeout passed with work queued), failed."
+                    "Scale-in drains by step: started (marked draining), terminated_empty (queue empty), terminated_timeout (drain timeout passed with work queued), returned (back in service: demand came back, or the group is at its minimum), failed."
                 ),
                 &["pool", "region", "step"]
             )),

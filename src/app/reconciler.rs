@@ -166,6 +166,8 @@ pub struct PoolReads {
     /// longest horizon after it.
     pub seasonal: Vec<(i64, Vec<Sample>)>,
     pub learned_launch: Option<Duration>,
+    /// The instances the group holds in service or pending, when the backend lists them.
+    pub members: Option<Vec<Arc<str>>>,
 }
 
 const SEASONAL_LAGS_MS: [i64; 2] = [86_400_000, 7 * 86_400_000];
@@ -200,6 +202,21 @@ fn seasonal_span(policy: &PoolPolicy, learned_launch: Option<Duration>) -> Optio
 }
 
 impl PoolReads {
+    /// Instances this controller is draining (`draining` with its `drain_started_at`).
+    pub fn our_drains(&self) -> impl Iterator<Item = &crate::core::InstanceRecord> {
+        self.inventory
+            .instances
+            .iter()
+            .filter(|i| i.state == InstanceState::Draining && i.drain_started_ms.is_some())
+    }
+
+    /// Whether the group still holds `i` (true when the backend does not list members).
+    pub fn in_group(&self, i: &crate::core::InstanceRecord) -> bool {
+        self.members
+            .as_ref()
+            .is_none_or(|m| m.contains(&i.instance_id))
+    }
+
     /// The observation `policy` decides from: its own lookback, capacity counting (heartbeat
     /// and launch timeouts) and seasonal window, all from the same reads.
     pub fn observation(&self, policy: &PoolPolicy) -> Observation {
@@ -210,8 +227,14 @@ impl PoolReads {
             .filter(|s| s.at_ms > from)
             .copied()
             .collect();
+        // A draining instance the group no longer holds is gone, whatever its item says
+        // (terminated, its item not yet marked): counting it as held would launch a
+        // replacement.
         let capacity = capacity::count(
-            &self.inventory.instances,
+            self.inventory
+                .instances
+                .iter()
+                .filter(|i| i.state != InstanceState::Draining || self.in_group(i)),
             &policy.instances,
             self.at_ms,
             self.inventory.skipped,
@@ -252,11 +275,17 @@ impl PoolReads {
     }
 }
 
-/// How many fewer instances should count as capacity after a scale-down: the decision's
-/// cut, no more than the group's own bounds allow.
-fn scale_in_count(reads: &PoolReads, decision: &Decision) -> usize {
+/// A scale-down by drain: (how many fewer should serve, the most victims in all). The
+/// decision's cut; and no more victims, the failed-cleanup ones that come along included,
+/// than keep the group at its minimum once every drain under way (`draining`) has ended.
+fn scale_in_count(reads: &PoolReads, decision: &Decision, draining: usize) -> (usize, usize) {
     let cut = (decision.serving + decision.launching).saturating_sub(decision.desired);
-    cut.min(reads.asg.desired.saturating_sub(decision.asg_desired)) as usize
+    let room = reads
+        .asg
+        .desired
+        .saturating_sub(draining as u32)
+        .saturating_sub(reads.asg.min);
+    (cut as usize, room as usize)
 }
 
 /// The last record appended for a pool: the record-on-change rule compares against it.
@@ -573,6 +602,7 @@ impl Reconciler {
             }
             None => Vec::new(),
         };
+        let members = self.backends.actuator.members(&regional.asg);
         Ok(PoolReads {
             at_ms: now_ms,
             samples,
@@ -580,6 +610,7 @@ impl Reconciler {
             asg,
             seasonal,
             learned_launch,
+            members,
         })
     }
 
@@ -605,14 +636,14 @@ impl Reconciler {
             && leadership.is_leader
             && !self.settings.dry_run
             && leadership.can_act;
-        let draining = reads
-            .inventory
-            .instances
-            .iter()
-            .filter(|i| i.state == InstanceState::Draining && i.drain_started_ms.is_some())
-            .count();
+        // This controller's drains that the group still holds (a drain whose instance the
+        // group let go of is only waiting to be marked terminated).
+        let draining = reads.our_drains().filter(|i| reads.in_group(i)).count();
 
         // Act: the live policy only, as leader, not in dry-run, with margin on the lease.
+        let mut reclaimed: Vec<Arc<str>> = Vec::new();
+        let mut group_desired = reads.asg.desired;
+        let mut started = 0;
         let outcome = if track == Track::Shadow {
             Outcome::Skipped("shadow policy".into())
         } else if decision.action == Action::None {
@@ -629,7 +660,9 @@ impl Reconciler {
                     if decision.action == Action::ScaleDown
                         && policy.scale_down.drain.is_some() =>
                 {
-                    self.start_drains(policy, reads, &mut decision).await
+                    let (outcome, n) = self.start_drains(policy, reads, &mut decision).await;
+                    started = n;
+                    outcome
                 }
                 Some(_) if draining > 0 && decision.asg_desired < reads.asg.desired => {
                     // Lowering the desired capacity would let the group pick its own victims,
@@ -639,28 +672,50 @@ impl Reconciler {
                          lowered during a drain"
                     ))
                 }
-                Some(regional) => match self
-                    .backends
-                    .actuator
-                    .set_desired(&regional.asg, decision.asg_desired)
-                    .await
-                {
-                    Ok(()) => Outcome::Applied,
-                    Err(e) => Outcome::Failed(e.to_string()),
-                },
+                Some(regional) => {
+                    // Demand is back while instances drain: warm ones return to service
+                    // before anything is launched.
+                    if decision.action == Action::ScaleUp && draining > 0 {
+                        reclaimed = self.reclaim_drains(policy, reads, &mut decision).await;
+                    }
+                    let target = decision.asg_desired.saturating_sub(reclaimed.len() as u32);
+                    if reclaimed.is_empty() || target > reads.asg.desired {
+                        match self
+                            .backends
+                            .actuator
+                            .set_desired(&regional.asg, target)
+                            .await
+                        {
+                            Ok(()) => {
+                                group_desired = target;
+                                decision.asg_desired = target;
+                                Outcome::Applied
+                            }
+                            Err(e) => Outcome::Failed(e.to_string()),
+                        }
+                    } else {
+                        // The instances returned to service cover the whole shortfall.
+                        decision.asg_desired = reads.asg.desired;
+                        Outcome::Applied
+                    }
+                }
                 None => Outcome::Skipped("no policy for this region".into()),
             }
         };
         if track == Track::Live {
-            if acting && draining > 0 {
-                self.finish_drains(policy, reads, leadership.epoch).await;
+            let mut finished = 0;
+            if acting && reads.our_drains().next().is_some() {
+                finished = self
+                    .finish_drains(policy, reads, &reclaimed, group_desired, leadership.epoch)
+                    .await;
             }
             if decision.action == Action::ScaleDown && policy.scale_down.drain.is_some() && !acting
             {
-                let n = scale_in_count(reads, &decision);
+                let (n, max_total) = scale_in_count(reads, &decision, draining);
                 let victims = capacity::pick_victims(
                     &reads.inventory.instances,
                     n,
+                    max_total,
                     &policy.instances,
                     now_ms,
                 );
@@ -670,10 +725,11 @@ impl Reconciler {
                         format!("{}; would drain {}", decision.reason, ids.join(", "));
                 }
             }
+            let now_draining = (draining + started).saturating_sub(finished + reclaimed.len());
             self.metrics
                 .pool_draining
                 .with_label_values(&[&policy.pool, &region])
-                .set(draining as i64);
+                .set(now_draining as i64);
         }
         let states = match track {
             Track::Live => &mut self.pools,
@@ -762,23 +818,37 @@ impl Reconciler {
     /// Scale in by draining: choose the victims (`capacity::pick_victims`), mark each
     /// `draining` so routers stop sending it work, and leave the group's desired capacity
     /// alone; `finish_drains` terminates them in later cycles. The decision's reason names
-    /// the instances.
+    /// the instances; its `asg_desired` stays the group's current one. Returns the outcome and
+    /// how many drains started.
     async fn start_drains(
         &self,
         policy: &PoolPolicy,
         reads: &PoolReads,
         decision: &mut Decision,
-    ) -> Outcome {
+    ) -> (Outcome, usize) {
         let region = &self.settings.region;
-        let n = scale_in_count(reads, decision);
+        let draining = reads.our_drains().filter(|i| reads.in_group(i)).count();
+        let (n, max_total) = scale_in_count(reads, decision, draining);
         let victims = capacity::pick_victims(
             &reads.inventory.instances,
             n,
+            max_total,
             &policy.instances,
             reads.at_ms,
         );
         if victims.is_empty() {
-            return Outcome::Skipped("no instance to drain".into());
+            let why = if max_total == 0 {
+                format!(
+                    "no instance to drain: the group's minimum {} is reached once the drains \
+                     under way end",
+                    reads.asg.min
+                )
+            } else {
+                "no instance to drain (launching, unhealthy and stale instances are not \
+                 victims)"
+                    .to_string()
+            };
+            return (Outcome::Skipped(why), 0);
         }
         let mut marked = Vec::new();
         let mut failed = Vec::new();
@@ -812,87 +882,203 @@ impl Reconciler {
                 }
             }
         }
-        if !marked.is_empty() {
-            decision.reason = format!(
-                "{}; draining {} (terminated once idle, or after {})",
-                decision.reason,
-                marked.join(", "),
-                humantime::format_duration(
-                    policy
-                        .scale_down
-                        .drain
-                        .unwrap_or(crate::core::policy::DEFAULT_DRAIN_TIMEOUT)
-                )
+        if marked.is_empty() {
+            return (
+                Outcome::Failed(format!(
+                    "no victim could be marked draining: {}",
+                    failed.join("; ")
+                )),
+                0,
             );
-            Outcome::Applied
-        } else {
-            Outcome::Failed(format!(
-                "no victim could be marked draining: {}",
-                failed.join("; ")
-            ))
         }
+        decision.asg_desired = reads.asg.desired;
+        decision.reason = format!(
+            "{}; draining {} (each terminated once idle, or after {}, lowering the group's \
+             desired capacity by one)",
+            decision.reason,
+            marked.join(", "),
+            humantime::format_duration(
+                policy
+                    .scale_down
+                    .drain
+                    .unwrap_or(crate::core::policy::DEFAULT_DRAIN_TIMEOUT)
+            )
+        );
+        (Outcome::Applied, marked.len())
+    }
+
+    /// Demand is back while this controller drains instances: return up to the shortfall of
+    /// them to service (they are warm; a launch takes minutes), the most recently drained
+    /// first. Returns the ids returned to service.
+    async fn reclaim_drains(
+        &self,
+        policy: &PoolPolicy,
+        reads: &PoolReads,
+        decision: &mut Decision,
+    ) -> Vec<Arc<str>> {
+        let region = &self.settings.region;
+        let short = decision
+            .desired
+            .saturating_sub(decision.serving + decision.launching) as usize;
+        let mut ours: Vec<&crate::core::InstanceRecord> = reads
+            .our_drains()
+            .filter(|i| {
+                reads.in_group(i) && capacity::would_serve(i, &policy.instances, reads.at_ms)
+            })
+            .collect();
+        ours.sort_by(|a, b| {
+            b.drain_started_ms
+                .cmp(&a.drain_started_ms)
+                .then_with(|| a.instance_id.cmp(&b.instance_id))
+        });
+        let mut back = Vec::new();
+        for i in ours.into_iter().take(short) {
+            match self.backends.inventory.undrain(&i.instance_id).await {
+                Ok(()) => {
+                    self.metrics
+                        .drains
+                        .with_label_values(&[&policy.pool, region, "returned"])
+                        .inc();
+                    back.push(i.instance_id.clone());
+                }
+                Err(e) => tracing::warn!(
+                    pool = %policy.pool,
+                    region = %region,
+                    instance_id = %i.instance_id,
+                    error = %e,
+                    "returning a draining instance to service failed"
+                ),
+            }
+        }
+        if !back.is_empty() {
+            let ids: Vec<&str> = back.iter().map(|i| &**i).collect();
+            decision.reason = format!(
+                "{}; {} returned to service from draining (warm, no launch needed)",
+                decision.reason,
+                ids.join(", ")
+            );
+        }
+        back
     }
 
     /// Terminate the instances this controller is draining whose queue is empty or whose drain
     /// timeout passed, each with the group's desired capacity decremented (so it is not
     /// replaced), then mark them `terminated`. An instance the group no longer holds is just
-    /// marked. Failures are logged and retried next cycle.
-    async fn finish_drains(&self, policy: &PoolPolicy, reads: &PoolReads, epoch: u64) {
+    /// marked; one whose termination would take the group below its minimum returns to
+    /// service instead. Failures are logged and retried next cycle. Returns how many drains
+    /// ended.
+    async fn finish_drains(
+        &self,
+        policy: &PoolPolicy,
+        reads: &PoolReads,
+        skip: &[Arc<str>],
+        group_desired: u32,
+        epoch: u64,
+    ) -> usize {
         let region = &self.settings.region;
         let Some(regional) = policy.region(region) else {
-            return;
+            return 0;
         };
         let timeout = policy
             .scale_down
             .drain
             .unwrap_or(crate::core::policy::DEFAULT_DRAIN_TIMEOUT);
-        for i in &reads.inventory.instances {
-            let Some(end) = capacity::drain_end(i, timeout, reads.at_ms) else {
+        let mut desired = group_desired;
+        let mut ended = 0;
+        for i in reads.our_drains() {
+            if skip.contains(&i.instance_id) {
                 continue;
-            };
-            let terminated = match self
-                .backends
-                .actuator
-                .terminate(&regional.asg, &i.instance_id)
-                .await
-            {
-                Ok(()) => true,
-                // Already gone from the group (terminated earlier, or replaced by it).
-                Err(PortError::NotFound(_)) => false,
-                Err(e) => {
-                    self.metrics
-                        .drains
-                        .with_label_values(&[&policy.pool, region, "failed"])
-                        .inc();
-                    tracing::warn!(
+            }
+            let held = reads.in_group(i);
+            if held && desired <= reads.asg.min {
+                // Terminating with a decrement would take the group below its minimum (raised
+                // since the drain began): the instance serves again instead of idling.
+                match self.backends.inventory.undrain(&i.instance_id).await {
+                    Ok(()) => {
+                        self.metrics
+                            .drains
+                            .with_label_values(&[&policy.pool, region, "returned"])
+                            .inc();
+                        tracing::warn!(
+                            pool = %policy.pool,
+                            region = %region,
+                            instance_id = %i.instance_id,
+                            asg_min = reads.asg.min,
+                            "drained instance returned to service: the group is at its minimum"
+                        );
+                        ended += 1;
+                    }
+                    Err(e) => tracing::warn!(
                         pool = %policy.pool,
                         region = %region,
-                        epoch,
                         instance_id = %i.instance_id,
                         error = %e,
-                        "terminating a drained instance failed; retrying next cycle"
-                    );
-                    continue;
+                        "returning a drained instance to service failed"
+                    ),
                 }
+                continue;
+            }
+            // Gone from the group already (terminated earlier, or replaced by it): only the
+            // item is left to mark, whatever its queue says.
+            let end = if held {
+                match capacity::drain_end(i, timeout, reads.at_ms) {
+                    Some(end) => Some(end),
+                    None => continue,
+                }
+            } else {
+                None
             };
-            if let Err(e) = self
+            let terminated = if held {
+                match self
+                    .backends
+                    .actuator
+                    .terminate(&regional.asg, &i.instance_id)
+                    .await
+                {
+                    Ok(()) => {
+                        desired = desired.saturating_sub(1);
+                        true
+                    }
+                    // The group let go of it since the describe.
+                    Err(PortError::NotFound(_)) => false,
+                    Err(e) => {
+                        self.metrics
+                            .drains
+                            .with_label_values(&[&policy.pool, region, "failed"])
+                            .inc();
+                        tracing::warn!(
+                            pool = %policy.pool,
+                            region = %region,
+                            epoch,
+                            instance_id = %i.instance_id,
+                            error = %e,
+                            "terminating a drained instance failed; retrying next cycle"
+                        );
+                        continue;
+                    }
+                }
+            } else {
+                false
+            };
+            match self
                 .backends
                 .inventory
                 .mark_terminated(&i.instance_id, reads.at_ms)
                 .await
             {
-                tracing::warn!(
+                Ok(()) | Err(PortError::NotFound(_)) => ended += 1,
+                Err(e) => tracing::warn!(
                     pool = %policy.pool,
                     region = %region,
                     instance_id = %i.instance_id,
                     error = %e,
-                    "marking a drained instance terminated failed"
-                );
+                    "marking a drained instance terminated failed; retrying next cycle"
+                ),
             }
             if terminated {
                 let step = match end {
-                    capacity::DrainEnd::Empty => "terminated_empty",
-                    capacity::DrainEnd::Timeout => "terminated_timeout",
+                    Some(capacity::DrainEnd::Timeout) => "terminated_timeout",
+                    _ => "terminated_empty",
                 };
                 self.metrics
                     .drains
@@ -905,11 +1091,12 @@ impl Reconciler {
                     instance_id = %i.instance_id,
                     queue_depth = i.queue_depth,
                     drained_for_s = (reads.at_ms - i.drain_started_ms.unwrap_or(reads.at_ms)) / 1000,
-                    ended = end.as_str(),
+                    ended = end.map_or("gone", |e| e.as_str()),
                     "drained instance terminated; the group's desired capacity lowered by one"
                 );
             }
         }
+        ended
     }
 
     /// The p90 of the seed's `model_load_time` metric (seconds) over the last day, when it

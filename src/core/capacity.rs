@@ -154,9 +154,19 @@ pub fn classify(i: &InstanceRecord, rules: &Instances, now_ms: i64) -> Counted {
     }
 }
 
+/// Whether `i` would serve if it were `available`: heartbeat fresh, cleanup not failed,
+/// routing not unhealthy (a draining instance worth returning to service).
+pub fn would_serve(i: &InstanceRecord, rules: &Instances, now_ms: i64) -> bool {
+    let as_available = InstanceRecord {
+        state: InstanceState::Available,
+        ..i.clone()
+    };
+    classify(&as_available, rules, now_ms) == Counted::Serving
+}
+
 /// Count a pool's instances; `skipped` is the number of malformed items the adapter dropped.
-pub fn count(
-    instances: &[InstanceRecord],
+pub fn count<'a>(
+    instances: impl IntoIterator<Item = &'a InstanceRecord>,
     rules: &Instances,
     now_ms: i64,
     skipped: u32,
@@ -184,36 +194,44 @@ pub fn asg_desired(target_serving: u32, held: u32, asg_min: u32, asg_max: u32) -
         .clamp(asg_min, asg_max.max(asg_min))
 }
 
-/// Scale-in victims: the instances to drain so that `n` fewer count as capacity.
+/// Scale-in victims: the instances to drain so that `n` fewer serve, at most `max_total` in
+/// all.
 ///
-/// Candidates are the instances that count as capacity (serving, launching) and available
-/// instances whose latest cleanup validation failed. Launching instances go first: they hold
-/// no work and serve nothing yet, so dropping one costs nothing (DESIGN §8). Then the lowest
-/// `queue_depth` (least work to wait for), then a failed cleanup validation, then the oldest
-/// launch; the instance id breaks remaining ties so the choice is deterministic. The ranking
-/// is walked until `n` capacity instances are taken; a failed-cleanup instance ranked before
-/// that is taken too: it serves nothing, so removing it costs no capacity, and a scale-in is
-/// the moment to stop paying for it.
+/// Candidates are the serving instances and the available instances whose latest cleanup
+/// validation failed, ranked by the lowest `queue_depth` (least work to wait for), then a
+/// failed cleanup validation, then the oldest launch; the instance id breaks remaining ties
+/// so the choice is deterministic. The ranking is walked until `n` serving instances are
+/// taken; a failed-cleanup instance ranked before that comes along: it serves nothing, so
+/// removing it costs no capacity, and a scale-in is the moment to stop paying for it.
+/// `max_total` bounds the victims, those included (the group's minimum).
+///
+/// Launching instances are not candidates: their agent marks them `available` when the
+/// model is loaded, which would silently undo a drain, and they carry no work to lose.
+/// Unhealthy or stale instances are not candidates either: they may recover, and they are
+/// not capacity.
 pub fn pick_victims<'a>(
     instances: &'a [InstanceRecord],
     n: usize,
+    max_total: usize,
     rules: &Instances,
     now_ms: i64,
 ) -> Vec<&'a InstanceRecord> {
-    let mut candidates: Vec<&InstanceRecord> = instances
+    let mut candidates: Vec<(&InstanceRecord, bool)> = instances
         .iter()
-        .filter(|i| match classify(i, rules, now_ms) {
-            Counted::Serving | Counted::Launching => true,
-            Counted::Held => {
-                i.state == InstanceState::Available && i.validation == Some(Validation::Failed)
+        .filter_map(|i| match classify(i, rules, now_ms) {
+            Counted::Serving => Some((i, true)),
+            Counted::Held
+                if i.state == InstanceState::Available
+                    && i.validation == Some(Validation::Failed) =>
+            {
+                Some((i, false))
             }
-            Counted::Gone => false,
+            _ => None,
         })
         .collect();
-    candidates.sort_by(|a, b| {
+    candidates.sort_by(|(a, _), (b, _)| {
         let key = |i: &InstanceRecord| {
             (
-                i.state != InstanceState::Launching,
                 i.queue_depth,
                 i.validation != Some(Validation::Failed),
                 i.launch_time_ms,
@@ -225,14 +243,11 @@ pub fn pick_victims<'a>(
     });
     let mut left = n;
     let mut victims = Vec::new();
-    for c in candidates {
-        if left == 0 {
+    for (c, serving) in candidates {
+        if left == 0 || victims.len() == max_total {
             break;
         }
-        if matches!(
-            classify(c, rules, now_ms),
-            Counted::Serving | Counted::Launching
-        ) {
+        if serving {
             left -= 1;
         }
         victims.push(c);
@@ -258,16 +273,22 @@ impl DrainEnd {
     }
 }
 
+/// How long after a drain begins routers may still send an instance requests (they see the
+/// `draining` mark at their next read of the instances table): an empty queue reported by a
+/// heartbeat older than that may predate requests still arriving.
+pub const DRAIN_GRACE_MS: i64 = 15_000;
+
 /// Whether `i`'s drain is over: only drains this controller started (`drain_started_ms`),
-/// and only once the queue is empty or `timeout` has passed since the drain began.
+/// and only once a heartbeat sent at least `DRAIN_GRACE_MS` after the drain began reports
+/// an empty queue, or `timeout` has passed since the drain began.
 pub fn drain_end(i: &InstanceRecord, timeout: Duration, now_ms: i64) -> Option<DrainEnd> {
     if i.state != InstanceState::Draining {
         return None;
     }
     let started = i.drain_started_ms?;
-    if i.queue_depth == 0 {
+    if i.queue_depth == 0 && i.last_heartbeat_ms >= started.saturating_add(DRAIN_GRACE_MS) {
         Some(DrainEnd::Empty)
-    } else if now_ms - started >= timeout.as_millis() as i64 {
+    } else if now_ms.saturating_sub(started) >= timeout.as_millis() as i64 {
         Some(DrainEnd::Timeout)
     } else {
         None
@@ -546,7 +567,7 @@ mod tests {
     }
 
     #[test]
-    fn victims_launching_then_least_queued_then_failed_cleanup_then_oldest() {
+    fn victims_least_queued_then_failed_cleanup_then_oldest() {
         let all = vec![
             queue(inst("busy"), 7),
             queue(inst("old-idle").launched_ago(9_000_000), 0),
@@ -559,11 +580,11 @@ mod tests {
             ),
             queue(inst("light"), 1),
             queue(inst("failed-light").validation(Some(Validation::Failed)), 1),
+            // Never victims: launching, already draining, quarantined, unhealthy or stale
+            // (they may recover and are not capacity), terminated.
             inst("booting")
                 .state(InstanceState::Launching)
                 .launched_ago(10_000),
-            // Never victims: already draining, quarantined, unhealthy or stale (they may
-            // recover and are not capacity), terminated.
             inst("draining").state(InstanceState::Draining),
             inst("quarantined").state(InstanceState::Quarantined),
             inst("unhealthy").health(Some(Health::Unhealthy)),
@@ -571,7 +592,6 @@ mod tests {
             inst("gone").state(InstanceState::Terminated),
         ];
         let order = [
-            "booting",
             "failed-idle",
             "old-idle",
             "young-idle",
@@ -579,15 +599,21 @@ mod tests {
             "light",
             "busy",
         ];
-        // n capacity instances fewer: the prefix of the ranking up to the n-th instance that
-        // counts as capacity (the failed-cleanup ones ranked before it come along).
-        for (n, upto) in [(0, 0), (1, 1), (2, 3), (3, 4), (4, 6), (5, 7), (100, 7)] {
+        // n fewer serving: the prefix of the ranking up to the n-th serving instance (the
+        // failed-cleanup ones ranked before it come along).
+        for (n, upto) in [(0, 0), (1, 2), (2, 3), (3, 5), (4, 6), (100, 6)] {
             assert_eq!(
-                ids(&pick_victims(&all, n, &rules(), NOW)),
+                ids(&pick_victims(&all, n, usize::MAX, &rules(), NOW)),
                 order[..upto],
                 "{n} fewer"
             );
         }
+        // The group's minimum bounds the victims, the ones that come along included.
+        assert_eq!(
+            ids(&pick_victims(&all, 3, 2, &rules(), NOW)),
+            ["failed-idle", "old-idle"]
+        );
+        assert!(pick_victims(&all, 3, 0, &rules(), NOW).is_empty());
     }
 
     #[test]
@@ -598,8 +624,11 @@ mod tests {
             i.drain_started_ms = started_ago.map(|a| NOW - a);
             i
         };
+        // The queue is empty, but the heartbeat saying so is older than the routers' grace:
+        // requests may still have arrived after it.
+        assert_eq!(drain_end(&draining(0, Some(1_000)), timeout, NOW), None);
         assert_eq!(
-            drain_end(&draining(0, Some(1_000)), timeout, NOW),
+            drain_end(&draining(0, Some(DRAIN_GRACE_MS + 5_000)), timeout, NOW),
             Some(DrainEnd::Empty)
         );
         assert_eq!(drain_end(&draining(3, Some(299_999)), timeout, NOW), None);

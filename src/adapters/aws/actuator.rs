@@ -82,9 +82,15 @@ impl Actuator for AsgActuator {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(asg.to_string(), (state.min, state.max, Instant::now()));
+        // In service or on the way (Pending*); not Terminating*, Detaching, Standby...: an
+        // instance the group is already letting go of is not ours to terminate again.
         let members = g
             .instances()
             .iter()
+            .filter(|i| {
+                let state = i.lifecycle_state().map_or("", |l| l.as_str());
+                state == "InService" || state.starts_with("Pending")
+            })
             .filter_map(|i| i.instance_id().map(str::to_string))
             .collect();
         self.members
@@ -130,6 +136,14 @@ impl Actuator for AsgActuator {
             .await
             .map_err(|e| port_error(&format!("setting the desired capacity of {asg}"), &e))?;
         Ok(())
+    }
+
+    fn members(&self, asg: &str) -> Option<Vec<Arc<str>>> {
+        self.members
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(asg)
+            .map(|m| m.iter().map(|id| Arc::from(id.as_str())).collect())
     }
 
     async fn terminate(&self, asg: &str, instance_id: &str) -> PortResult<()> {

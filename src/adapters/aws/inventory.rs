@@ -452,6 +452,19 @@ impl Inventory for DynamoInventory {
         .await
     }
 
+    async fn undrain(&self, instance_id: &str) -> PortResult<()> {
+        self.update_state(
+            instance_id,
+            "SET #s = :available REMOVE drain_started_at",
+            "#s = :draining",
+            vec![
+                (":available", item::s(InstanceState::Available.as_str())),
+                (":draining", item::s(InstanceState::Draining.as_str())),
+            ],
+        )
+        .await
+    }
+
     async fn mark_terminated(&self, instance_id: &str, at_ms: i64) -> PortResult<()> {
         self.update_state(
             instance_id,
