@@ -1030,6 +1030,18 @@ async fn scale_in_drains_then_terminates_with_a_decrement() {
     assert_eq!(victim.get("drain_started_at"), Some(&n(T0 + 5)));
     assert_eq!(env.asg_desired(&asg).await, 6);
 
+    // Its agent heartbeats after routers saw the mark: still no queued work.
+    for id in &ids {
+        env.ddb
+            .update_item()
+            .table_name(env.table(&schema::GPU_INSTANCES))
+            .key("instance_id", s(id))
+            .update_expression("SET last_heartbeat = :h")
+            .expression_attribute_values(":h", n(T0 + 30))
+            .send()
+            .await
+            .unwrap();
+    }
     // Next cycle: its queue is empty, so it is terminated and the group lowered by one.
     let c2 = r
         .reconcile_all(&policies, now + 30_000, &Leadership::sole())
