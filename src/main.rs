@@ -710,7 +710,7 @@ fn explain(a: ExplainArgs) -> anyhow::Result<ExitCode> {
         let cut = (d.serving + d.launching).saturating_sub(d.desired);
         match policy.scale_down.drain {
             Some(timeout) => println!(
-                "act         drain {cut} instance(s): launching first, then the lowest queue_depth, a failed cleanup, the oldest; each terminated (ASG desired − 1) once idle or after {}",
+                "act         drain {cut} instance(s): the lowest queue_depth first, then a failed cleanup, then the oldest; each terminated (ASG desired − 1) once idle or after {}",
                 humantime::format_duration(timeout)
             ),
             None => println!(

@@ -79,10 +79,10 @@ fn explain_prints_the_decision_and_its_reason() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
-    // ceil(90 / 1.35) = 67, plus 10 % headroom = 74.
-    assert!(stdout.contains("decision    scale-up to 74"), "{stdout}");
+    // ceil(90 / 1.45) = 63, plus a headroom of 5 instances = 68.
+    assert!(stdout.contains("decision    scale-up to 68"), "{stdout}");
     assert!(
-        stdout.contains("scale up to ceil(rps/1.35) = 67 + headroom 10% = 74"),
+        stdout.contains("scale up to ceil(rps/1.45) = 63 + headroom 5 = 68"),
         "{stdout}"
     );
     assert!(stdout.contains("reason_code above_band"), "{stdout}");
@@ -99,7 +99,7 @@ fn explain_prints_the_decision_and_its_reason() {
             "--pool",
             "model-b",
             "--rps",
-            "20",
+            "40",
             "--serving",
             "40",
         ])

@@ -3,8 +3,9 @@
 //! metrics; never two launches for one deficit).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use mrgc_autoscaler::core::policy::{PolicySource, PoolPolicy, parse_sources};
+use mrgc_autoscaler::core::policy::{PolicySource, PoolPolicy, apply_override, parse_sources};
 use mrgc_autoscaler::core::{
     Action, AsgState, Capacity, Observation, PoolHistory, ReasonCode, Sample, decide,
 };
@@ -750,4 +751,140 @@ proptest! {
             prop_assert_eq!(off.action, Action::ScaleDown);
         }
     }
+}
+
+#[test]
+fn a_single_minute_above_the_band_waits_for_confirmation() {
+    let p = policy("[scale_up]\nconfirm = 2\n");
+    // 40 instances: the previous minute at 1.25 per instance, the newest at 1.75 (a spike).
+    let spike = observation(&[(90_000, 50.0), (30_000, 70.0)], 40, 0, 0);
+    let d = decide(&p, "us-east-1", &spike, &PoolHistory::default(), NOW);
+    assert_eq!(
+        (d.action, d.reason_code, d.desired),
+        (Action::None, ReasonCode::ScaleUpUnconfirmed, 40),
+        "{}",
+        d.reason
+    );
+    assert!(
+        d.reason.contains(
+            "the newest 1 of the 2 samples scale_up.confirm asks for are above it, and the newest is 1.75 per instance, not above scale_up.confirm_unless 2.0; hold at 40"
+        ),
+        "{}",
+        d.reason
+    );
+    // Its recommendation still feeds the stabilization window.
+    assert_eq!(d.recommendation, 56);
+    // The second minute above the band confirms: scale up at once.
+    let rise = observation(&[(90_000, 66.0), (30_000, 70.0)], 40, 0, 0);
+    let d = decide(&p, "us-east-1", &rise, &PoolHistory::default(), NOW);
+    assert_eq!(
+        (d.action, d.reason_code, d.desired),
+        (Action::ScaleUp, ReasonCode::AboveBand, 56)
+    );
+    // A jump past confirm_unless per instance needs no confirmation.
+    let jump = observation(&[(90_000, 50.0), (30_000, 84.0)], 40, 0, 0);
+    let d = decide(&p, "us-east-1", &jump, &PoolHistory::default(), NOW);
+    assert_eq!((d.action, d.desired), (Action::ScaleUp, 68), "{}", d.reason);
+    // With only one sample there is no telling a spike from a rise: act.
+    let first = observation(&[(30_000, 70.0)], 40, 0, 0);
+    let d = decide(&p, "us-east-1", &first, &PoolHistory::default(), NOW);
+    assert_eq!(d.action, Action::ScaleUp, "{}", d.reason);
+    // The default (confirm = 1) acts on the spike.
+    let d = decide(
+        &policy(""),
+        "us-east-1",
+        &spike,
+        &PoolHistory::default(),
+        NOW,
+    );
+    assert_eq!((d.action, d.desired), (Action::ScaleUp, 56));
+}
+
+#[test]
+fn a_collapse_of_traffic_holds_capacity_for_the_collapse_hold() {
+    let p = policy(
+        "[scale_down]\nstabilization = \"1m\"\ncollapse_hold = \"30m\"\ncollapse_below = 0.5\n",
+    );
+    // 60 instances, traffic fell to 10 rps: 8 wanted, under half of 60.
+    let obs = observation(&[(30_000, 10.0)], 60, 0, 0);
+    let mut h = PoolHistory::default();
+    let d = decide(&p, "us-east-1", &obs, &h, NOW);
+    assert_eq!(
+        (d.action, d.reason_code, d.desired),
+        (Action::None, ReasonCode::CollapseHold, 60),
+        "{}",
+        d.reason
+    );
+    assert!(
+        d.reason
+            .contains("recommends 8, under 0.5 of the 60 counted")
+            && d.reason
+                .contains("hold at 60 for up to 30m (scale_down.collapse_hold)"),
+        "{}",
+        d.reason
+    );
+    assert_eq!(d.collapse_since_ms, Some(NOW));
+    h.record(&d, true, Duration::from_secs(60));
+    // Still collapsed 29 minutes on: hold, quoting how long ago it began.
+    let later = |m: i64| {
+        let mut o = obs.clone();
+        o.samples[0].at_ms += m * MIN;
+        o
+    };
+    let d = decide(&p, "us-east-1", &later(29), &h, NOW + 29 * MIN);
+    assert_eq!(d.reason_code, ReasonCode::CollapseHold, "{}", d.reason);
+    assert!(d.reason.contains("collapsed 29m ago"), "{}", d.reason);
+    h.record(&d, true, Duration::from_secs(60));
+    // After the hold the ordinary scale-down applies (10 % per cycle by default).
+    let d = decide(&p, "us-east-1", &later(30), &h, NOW + 30 * MIN);
+    assert_eq!(
+        (d.action, d.reason_code, d.desired, d.collapse_since_ms),
+        (
+            Action::ScaleDown,
+            ReasonCode::ScaleDownLimited,
+            54,
+            Some(NOW)
+        ),
+        "{}",
+        d.reason
+    );
+    // A fall to 40 rps (30 wanted, half of 60) is no collapse: the ordinary scale-down.
+    let d = decide(
+        &p,
+        "us-east-1",
+        &observation(&[(30_000, 40.0)], 60, 0, 0),
+        &h,
+        NOW,
+    );
+    assert_eq!(d.collapse_since_ms, None);
+    assert_eq!(d.action, Action::ScaleDown, "{}", d.reason);
+    // Off by default.
+    let d = decide(&policy(""), "us-east-1", &obs, &PoolHistory::default(), NOW);
+    assert_eq!(d.action, Action::ScaleDown, "{}", d.reason);
+}
+
+#[test]
+fn confirmation_and_collapse_knobs_are_validated_and_sweepable() {
+    let text = "pool = \"p\"\nmin = 1\nmax = 2\n[scale_up]\nconfirm = 5\nconfirm_unless = 0\n[scale_down]\ncollapse_below = 1.5\ncollapse_hold = \"2d\"\n[regions.us-east-1]\nasg = \"a\"\n";
+    let err = parse_sources(&[PolicySource {
+        path: PathBuf::from("bad.toml"),
+        text: text.into(),
+    }])
+    .unwrap_err()
+    .to_string();
+    for want in [
+        "bad.toml:5:11: scale_up.confirm = 5 is outside 1–3 samples",
+        "bad.toml:6:18: scale_up.confirm_unless = 0 is outside (0, 100]",
+        "bad.toml:8:18: scale_down.collapse_below = 1.5 is outside (0, 1)",
+        "bad.toml:9:17: scale_down.collapse_hold is longer than a day",
+    ] {
+        assert!(err.contains(want), "missing `{want}` in:\n{err}");
+    }
+    let p = policy("");
+    let q = apply_override(&p, "scale_up.confirm", "2").unwrap();
+    assert_eq!(q.scale_up.confirm, 2);
+    let q = apply_override(&q, "scale_down.collapse_hold", "30m").unwrap();
+    assert_eq!(q.scale_down.collapse_hold, Duration::from_secs(1800));
+    assert!(apply_override(&q, "scale_down.collapse_below", "1").is_err());
+    assert!(apply_override(&q, "scale_up.confirm", "4").is_err());
 }

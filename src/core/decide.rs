@@ -247,10 +247,14 @@ pub enum ReasonCode {
     RegionNotInPolicy,
     /// The forecast floor lifted capacity ahead of demand.
     Forecast,
+    /// Traffic collapsed far below capacity: hold through it for `scale_down.collapse_hold`.
+    CollapseHold,
+    /// Above the band on fewer consecutive samples than `scale_up.confirm` asks for.
+    ScaleUpUnconfirmed,
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 18] = [
+    pub const ALL: [ReasonCode; 20] = [
         ReasonCode::WithinBand,
         ReasonCode::AboveBand,
         ReasonCode::ScaleUpLimited,
@@ -269,6 +273,8 @@ impl ReasonCode {
         ReasonCode::AsgBounds,
         ReasonCode::RegionNotInPolicy,
         ReasonCode::Forecast,
+        ReasonCode::CollapseHold,
+        ReasonCode::ScaleUpUnconfirmed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -291,6 +297,8 @@ impl ReasonCode {
             ReasonCode::AsgBounds => "asg_bounds",
             ReasonCode::RegionNotInPolicy => "region_not_in_policy",
             ReasonCode::Forecast => "forecast",
+            ReasonCode::CollapseHold => "collapse_hold",
+            ReasonCode::ScaleUpUnconfirmed => "scale_up_unconfirmed",
         }
     }
 
@@ -337,6 +345,9 @@ pub struct Decision {
     pub action: Action,
     pub reason_code: ReasonCode,
     pub reason: String,
+    /// Since when traffic has been collapsed far below capacity (`scale_down.collapse_below`),
+    /// when it is; carried into the history.
+    pub collapse_since_ms: Option<i64>,
 }
 
 impl Decision {
@@ -351,6 +362,8 @@ pub struct PoolHistory {
     recommendations: VecDeque<(i64, u32)>,
     pub last_scale_up_ms: Option<i64>,
     pub last_scale_down_ms: Option<i64>,
+    /// Start of the current traffic collapse, if traffic is collapsed.
+    pub collapse_since_ms: Option<i64>,
 }
 
 impl PoolHistory {
@@ -365,6 +378,7 @@ impl PoolHistory {
         {
             self.recommendations.pop_front();
         }
+        self.collapse_since_ms = d.collapse_since_ms;
         if applied {
             match d.action {
                 Action::ScaleUp => self.last_scale_up_ms = Some(d.at_ms),
@@ -465,6 +479,7 @@ pub fn decide(
         action: Action::None,
         reason_code: ReasonCode::WithinBand,
         reason: String::new(),
+        collapse_since_ms: history.collapse_since_ms,
     };
     let Some(bounds) = policy.bounds(region, now_ms) else {
         d.reason_code = ReasonCode::RegionNotInPolicy;
@@ -518,6 +533,11 @@ pub fn decide(
             d.utilisation = Some(u);
             let rec = policy.wanted(rps);
             d.recommendation = rec;
+            let sd = &policy.scale_down;
+            d.collapse_since_ms = (!sd.collapse_hold.is_zero()
+                && current > 0
+                && f64::from(rec) < sd.collapse_below * f64::from(current))
+            .then(|| history.collapse_since_ms.unwrap_or(now_ms));
             // Two decimals, or three when two would print a band edge ("1.50 is above 1.5").
             let near_edge = [band.low, band.high]
                 .iter()
@@ -536,6 +556,14 @@ pub fn decide(
                         wanted_text(policy, rps, rec.max(1))
                     ),
                 )
+            } else if u > band.high
+                && let Some(why) = unconfirmed(policy, obs, n, current)
+            {
+                (
+                    ReasonCode::ScaleUpUnconfirmed,
+                    current,
+                    format!("{head} is above {:?}; {why}; hold at {current}", band.high),
+                )
             } else if u > band.high {
                 scale_up(
                     policy,
@@ -547,7 +575,22 @@ pub fn decide(
                     &wanted_text(policy, rps, rec),
                 )
             } else if u < band.low && current > 0 {
-                scale_down(policy, history, now_ms, current, rec, &head)
+                match d.collapse_since_ms {
+                    Some(since) if now_ms - since < sd.collapse_hold.as_millis() as i64 => (
+                        ReasonCode::CollapseHold,
+                        current,
+                        format!(
+                            "{head} is below {:?}; recommends {rec}, under {} of the {current} counted: \
+                             traffic collapsed {} ago, and a collapse usually ends with the traffic \
+                             back at once; hold at {current} for up to {} (scale_down.collapse_hold)",
+                            band.low,
+                            sd.collapse_below,
+                            dur(now_ms - since),
+                            fmt_dur(sd.collapse_hold)
+                        ),
+                    ),
+                    _ => scale_down(policy, history, now_ms, current, rec, &head),
+                }
             } else if current == 0 {
                 (
                     ReasonCode::WithinBand,
@@ -662,6 +705,48 @@ pub fn decide(
     }
     d.reason = reason;
     d
+}
+
+/// Why a scale-up waits for confirmation, or None when it may go ahead: the newest
+/// `scale_up.confirm` samples must each be above the band, unless the newest alone is above
+/// `scale_up.confirm_unless` per instance.
+fn unconfirmed(
+    policy: &PoolPolicy,
+    obs: &Observation,
+    newest: &Sample,
+    current: u32,
+) -> Option<String> {
+    let su = &policy.scale_up;
+    if su.confirm <= 1 || current == 0 {
+        return None;
+    }
+    let per = |s: &Sample| s.rps / f64::from(current);
+    if per(newest) > su.confirm_unless {
+        return None;
+    }
+    let recent: Vec<&Sample> = obs
+        .samples
+        .iter()
+        .rev()
+        .filter(|s| s.at_ms <= newest.at_ms)
+        .take(su.confirm as usize)
+        .collect();
+    // Too little history to tell a spike from a rise: act.
+    if recent.len() < su.confirm as usize {
+        return None;
+    }
+    let above = recent
+        .iter()
+        .take_while(|s| per(s) > policy.band.high)
+        .count() as u32;
+    (above < su.confirm).then(|| {
+        format!(
+            "the newest {above} of the {} samples scale_up.confirm asks for are above it, and the newest is {:.2} per instance, not above scale_up.confirm_unless {:?}",
+            su.confirm,
+            per(newest),
+            su.confirm_unless
+        )
+    })
 }
 
 fn stale_hold(

@@ -62,6 +62,10 @@ pub struct Band {
 pub struct ScaleUp {
     pub max_step: Step,
     pub cooldown: Duration,
+    /// Consecutive per-minute samples above the band needed before scaling up.
+    pub confirm: u32,
+    /// RPS per instance at which the newest sample alone scales up (no confirmation).
+    pub confirm_unless: f64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -73,6 +77,10 @@ pub struct ScaleDown {
     /// queue is empty or this timeout passes, then terminates each one (decrementing the
     /// group). `None`: lower the group's desired capacity and let the ASG choose victims.
     pub drain: Option<Duration>,
+    /// A recommendation below this fraction of current capacity is a collapse of traffic.
+    pub collapse_below: f64,
+    /// Hold capacity through a collapse for up to this long (zero: off).
+    pub collapse_hold: Duration,
 }
 
 /// Default drain timeout: a full queue (10 requests) at 2 RPS empties in seconds; five
@@ -455,11 +463,15 @@ pub const OVERRIDABLE: &[&str] = &[
     "band.headroom",
     "scale_up.max_step",
     "scale_up.cooldown",
+    "scale_up.confirm",
+    "scale_up.confirm_unless",
     "scale_down.max_step",
     "scale_down.stabilization",
     "scale_down.cooldown",
     "scale_down.drain",
     "scale_down.drain_timeout",
+    "scale_down.collapse_below",
+    "scale_down.collapse_hold",
     "metrics.window",
     "metrics.stale_after",
     "instances.launch_time",
@@ -522,6 +534,12 @@ pub fn apply_override(policy: &PoolPolicy, key: &str, value: &str) -> Result<Poo
         "band.headroom" => p.band.headroom = if value == "0" { None } else { Some(step()?) },
         "scale_up.max_step" => p.scale_up.max_step = step()?,
         "scale_up.cooldown" => p.scale_up.cooldown = dur()?,
+        "scale_up.confirm" => {
+            p.scale_up.confirm = Some(count()?)
+                .filter(|n| (1..=3).contains(n))
+                .ok_or_else(|| format!("{key}={value}: expected 1 to 3 samples"))?
+        }
+        "scale_up.confirm_unless" => p.scale_up.confirm_unless = num()?,
         "scale_down.max_step" => p.scale_down.max_step = step()?,
         "scale_down.stabilization" => p.scale_down.stabilization = dur()?,
         "scale_down.cooldown" => p.scale_down.cooldown = dur()?,
@@ -533,6 +551,14 @@ pub fn apply_override(policy: &PoolPolicy, key: &str, value: &str) -> Result<Poo
             }
         }
         "scale_down.drain_timeout" => p.scale_down.drain = Some(dur()?),
+        "scale_down.collapse_below" => {
+            p.scale_down.collapse_below = value
+                .parse::<f64>()
+                .ok()
+                .filter(|v| *v > 0.0 && *v < 1.0)
+                .ok_or_else(|| format!("{key}={value}: expected a fraction in (0, 1)"))?
+        }
+        "scale_down.collapse_hold" => p.scale_down.collapse_hold = dur()?,
         "metrics.window" => p.metrics.window = dur()?,
         "metrics.stale_after" => p.metrics.stale_after = dur()?,
         "instances.launch_time" => p.instances.launch_time = dur()?,
@@ -1098,6 +1124,8 @@ fn parse_scale_up(cx: &mut FileCx<'_>, root: &mut Reader<'_, '_>) -> Option<Scal
     let mut out = ScaleUp {
         max_step: Step::Percent(100.0),
         cooldown: Duration::ZERO,
+        confirm: 1,
+        confirm_unless: 2.0,
     };
     let Some((t, _)) = root.table(cx, "scale_up") else {
         return Some(out);
@@ -1110,6 +1138,30 @@ fn parse_scale_up(cx: &mut FileCx<'_>, root: &mut Reader<'_, '_>) -> Option<Scal
     if let Some((d, _)) = r.duration(cx, "cooldown") {
         out.cooldown = d;
     }
+    if let Some((n, s)) = r.uint(cx, "confirm") {
+        if (1..=3).contains(&n) {
+            out.confirm = n;
+        } else {
+            cx.problem(
+                s,
+                format!("scale_up.confirm = {n} is outside 1–3 samples"),
+                "use 1 (act on the first sample above the band) or 2",
+            );
+        }
+    }
+    if let Some((f, s)) = r.float(cx, "confirm_unless") {
+        if f > 0.0 && f <= MAX_BAND_RPS {
+            out.confirm_unless = f;
+        } else {
+            cx.problem(
+                s,
+                format!(
+                    "scale_up.confirm_unless = {f} is outside (0, {MAX_BAND_RPS}] RPS per instance"
+                ),
+                "use a rate per instance above band.high, such as 2.0 (saturation)",
+            );
+        }
+    }
     r.finish(cx, &[]);
     (cx.problems.len() == before).then_some(out)
 }
@@ -1120,6 +1172,8 @@ fn parse_scale_down(cx: &mut FileCx<'_>, root: &mut Reader<'_, '_>) -> Option<Sc
         stabilization: Duration::from_secs(600),
         cooldown: Duration::ZERO,
         drain: Some(DEFAULT_DRAIN_TIMEOUT),
+        collapse_below: 0.5,
+        collapse_hold: Duration::ZERO,
     };
     let Some((t, _)) = root.table(cx, "scale_down") else {
         return Some(out);
@@ -1164,6 +1218,27 @@ fn parse_scale_down(cx: &mut FileCx<'_>, root: &mut Reader<'_, '_>) -> Option<Sc
             );
         }
         out.drain = None;
+    }
+    if let Some((f, s)) = r.float(cx, "collapse_below") {
+        if f > 0.0 && f < 1.0 {
+            out.collapse_below = f;
+        } else {
+            cx.problem(
+                s,
+                format!("scale_down.collapse_below = {f} is outside (0, 1)"),
+                "use a fraction of current capacity, such as 0.5",
+            );
+        }
+    }
+    if let Some((d, s)) = r.duration(cx, "collapse_hold") {
+        if d > Duration::from_secs(86_400) {
+            cx.problem(
+                s,
+                "scale_down.collapse_hold is longer than a day",
+                "use minutes, e.g. \"30m\", or \"0s\" to turn it off",
+            );
+        }
+        out.collapse_hold = d;
     }
     r.finish(cx, &[]);
     (cx.problems.len() == before).then_some(out)
