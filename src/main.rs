@@ -876,10 +876,8 @@ async fn run_aws(
         }
     };
     let (backends, leases) = aws.ports();
-    let mut election = ElectionConfig::new(&a.region, &controller_id);
-    election.lease_duration = a.lease_duration;
-    election.renew_every = a.renew_every;
-    election.act_margin = a.renew_every;
+    let mut election =
+        ElectionConfig::new(&a.region, &controller_id).with_timing(a.lease_duration, a.renew_every);
     election.standby_poll = a.standby_poll;
     let opts = ServiceOptions {
         settings: Settings {

@@ -956,19 +956,7 @@ async fn scale_in_drains_then_terminates_with_a_decrement() {
     let asg = format!("{}-model-a", env.prefix);
     env.create_asg(&asg, 1, 30, 6).await;
     let policies = support::policy("model-a", 1, 20, &[(region, &asg)]);
-    let described = env
-        .asg
-        .describe_auto_scaling_groups()
-        .auto_scaling_group_names(&asg)
-        .send()
-        .await
-        .unwrap();
-    let mut ids: Vec<String> = described.auto_scaling_groups()[0]
-        .instances()
-        .iter()
-        .filter_map(|i| i.instance_id().map(str::to_string))
-        .collect();
-    ids.sort();
+    let ids = env.asg_members(&asg).await;
     assert_eq!(ids.len(), 6);
     // The instances register as the group launches them; the idlest, oldest one is the
     // victim: queue 0 (the others 3), launched first.
@@ -1016,16 +1004,7 @@ async fn scale_in_drains_then_terminates_with_a_decrement() {
         d1.decision.reason
     );
     // Marked draining with the time the drain began; the group untouched.
-    let victim = env
-        .ddb
-        .get_item()
-        .table_name(env.table(&schema::GPU_INSTANCES))
-        .key("instance_id", s(&ids[1]))
-        .send()
-        .await
-        .unwrap()
-        .item
-        .expect("victim item");
+    let victim = env.instance(&ids[1]).await;
     assert_eq!(victim.get("state"), Some(&s("draining")));
     assert_eq!(victim.get("drain_started_at"), Some(&n(T0 + 5)));
     assert_eq!(env.asg_desired(&asg).await, 6);
@@ -1048,29 +1027,9 @@ async fn scale_in_drains_then_terminates_with_a_decrement() {
         .await;
     assert!(c2.errors.is_empty(), "{:?}", c2.errors);
     assert_eq!(env.asg_desired(&asg).await, 5);
-    let members: Vec<String> = env
-        .asg
-        .describe_auto_scaling_groups()
-        .auto_scaling_group_names(&asg)
-        .send()
-        .await
-        .unwrap()
-        .auto_scaling_groups()[0]
-        .instances()
-        .iter()
-        .filter_map(|i| i.instance_id().map(str::to_string))
-        .collect();
+    let members = env.asg_members(&asg).await;
     assert!(!members.contains(&ids[1]), "{members:?}");
-    let victim = env
-        .ddb
-        .get_item()
-        .table_name(env.table(&schema::GPU_INSTANCES))
-        .key("instance_id", s(&ids[1]))
-        .send()
-        .await
-        .unwrap()
-        .item
-        .expect("victim item");
+    let victim = env.instance(&ids[1]).await;
     assert_eq!(victim.get("state"), Some(&s("terminated")));
     assert_eq!(victim.get("ttl"), Some(&n(T0 + 35 + 7 * 86_400)));
     // An instance the group does not hold is never sent to TerminateInstanceInAutoScalingGroup.

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mrgc_autoscaler::adapters::memory::MemoryRegion;
-use mrgc_autoscaler::app::Leadership;
+use mrgc_autoscaler::app::reconciler::PoolReport;
+use mrgc_autoscaler::app::{Leadership, Reconciler};
 use mrgc_autoscaler::core::policy::{PolicySource, parse_sources};
 use mrgc_autoscaler::core::{
     Action, Health, InstanceRecord, InstanceState, Outcome, PolicySet, Validation,
@@ -80,6 +81,23 @@ fn traffic(r: &MemoryRegion, at: i64, rps: f64) {
     }
 }
 
+/// One cycle of the live policy at `t`, routers reporting `rps`; instances heartbeat and
+/// launch first.
+async fn cycle(
+    r: &MemoryRegion,
+    rec: &mut Reconciler,
+    p: &PolicySet,
+    t: i64,
+    rps: f64,
+    lead: &Leadership,
+) -> PoolReport {
+    traffic(r, t, rps);
+    r.advance(t);
+    rec.reconcile_pool(&p.pools["model-a"], &p.hash, t, lead)
+        .await
+        .expect("cycle")
+}
+
 fn draining(r: &MemoryRegion) -> Vec<String> {
     r.instances()
         .into_iter()
@@ -99,17 +117,11 @@ fn terminated(r: &MemoryRegion) -> Vec<String> {
 async fn scale_in_drains_victims_in_order_and_terminates_each_with_a_decrement() {
     let r = region();
     let p = policy("drain_timeout = \"2m\"");
-    let pool = &p.pools["model-a"];
     let mut rec = reconciler(&r, false);
     let lead = Leadership::sole();
 
     // 7 serving (i-failed is held), 3.75 rps: ceil(3.75 / 1.25) = 3 wanted, 4 to let go.
-    traffic(&r, T0, 3.75);
-    r.advance(T0);
-    let d = rec
-        .reconcile_pool(pool, &p.hash, T0, &lead)
-        .await
-        .expect("cycle");
+    let d = cycle(&r, &mut rec, &p, T0, 3.75, &lead).await;
     assert_eq!(
         (d.decision.action, d.decision.desired),
         (Action::ScaleDown, 3)
@@ -142,9 +154,7 @@ async fn scale_in_drains_victims_in_order_and_terminates_each_with_a_decrement()
     // The idle ones are terminated on the next cycle; i-lighter and i-light still have
     // requests queued.
     let t1 = T0 + 30_000;
-    traffic(&r, t1, 3.75);
-    r.advance(t1);
-    let d = rec.reconcile_pool(pool, &p.hash, t1, &lead).await.unwrap();
+    let d = cycle(&r, &mut rec, &p, t1, 3.75, &lead).await;
     assert_eq!(d.decision.action, Action::None, "{}", d.decision.reason);
     assert_eq!(terminated(&r), ["i-failed", "i-old-idle", "i-young-idle"]);
     assert_eq!(r.asg_desired(ASG), Some(5), "8 less the 3 terminated");
@@ -154,9 +164,7 @@ async fn scale_in_drains_victims_in_order_and_terminates_each_with_a_decrement()
     let mut t = t1;
     while t + 30_000 < T0 + 120_000 {
         t += 30_000;
-        traffic(&r, t, 3.75);
-        r.advance(t);
-        rec.reconcile_pool(pool, &p.hash, t, &lead).await.unwrap();
+        cycle(&r, &mut rec, &p, t, 3.75, &lead).await;
         assert_eq!(
             draining(&r),
             ["i-light", "i-lighter"],
@@ -166,11 +174,7 @@ async fn scale_in_drains_victims_in_order_and_terminates_each_with_a_decrement()
         assert_eq!(r.asg_desired(ASG), Some(5));
     }
     let t_out = T0 + 120_000;
-    traffic(&r, t_out, 3.75);
-    r.advance(t_out);
-    rec.reconcile_pool(pool, &p.hash, t_out, &lead)
-        .await
-        .unwrap();
+    cycle(&r, &mut rec, &p, t_out, 3.75, &lead).await;
     assert_eq!(r.calls().terminated.len(), 5);
     assert!(draining(&r).is_empty());
     // Desired dropped by exactly the five drained, by terminations alone.
@@ -199,26 +203,19 @@ async fn scale_in_drains_victims_in_order_and_terminates_each_with_a_decrement()
 async fn an_instance_with_queued_work_is_terminated_as_soon_as_its_queue_empties() {
     let r = region();
     let p = policy("drain_timeout = \"10m\"");
-    let pool = &p.pools["model-a"];
     let mut rec = reconciler(&r, false);
     let lead = Leadership::sole();
     // 6.25 rps: 5 wanted of 7 serving; i-old-idle and i-young-idle go, i-failed along.
-    traffic(&r, T0, 6.25);
-    r.advance(T0);
-    rec.reconcile_pool(pool, &p.hash, T0, &lead).await.unwrap();
+    cycle(&r, &mut rec, &p, T0, 6.25, &lead).await;
     assert_eq!(draining(&r), ["i-failed", "i-old-idle", "i-young-idle"]);
     r.set_queue_depth("i-old-idle", 3);
     let t1 = T0 + 30_000;
-    traffic(&r, t1, 6.25);
-    r.advance(t1);
-    rec.reconcile_pool(pool, &p.hash, t1, &lead).await.unwrap();
+    cycle(&r, &mut rec, &p, t1, 6.25, &lead).await;
     assert_eq!(terminated(&r), ["i-failed", "i-young-idle"]);
     assert_eq!(draining(&r), ["i-old-idle"]);
     r.set_queue_depth("i-old-idle", 0);
     let t2 = t1 + 30_000;
-    traffic(&r, t2, 6.25);
-    r.advance(t2);
-    rec.reconcile_pool(pool, &p.hash, t2, &lead).await.unwrap();
+    cycle(&r, &mut rec, &p, t2, 6.25, &lead).await;
     assert_eq!(
         r.calls().terminated.last().map(String::as_str),
         Some("i-old-idle")
@@ -231,12 +228,9 @@ async fn an_instance_with_queued_work_is_terminated_as_soon_as_its_queue_empties
 async fn demand_returning_during_a_drain_brings_warm_instances_back_before_launching() {
     let r = region();
     let p = policy("drain_timeout = \"5m\"");
-    let pool = &p.pools["model-a"];
     let mut rec = reconciler(&r, false);
     let lead = Leadership::sole();
-    traffic(&r, T0, 3.75);
-    r.advance(T0);
-    rec.reconcile_pool(pool, &p.hash, T0, &lead).await.unwrap();
+    cycle(&r, &mut rec, &p, T0, 3.75, &lead).await;
     // Keep every victim busy so none finishes, then demand doubles.
     let victims = draining(&r);
     assert_eq!(victims.len(), 5);
@@ -244,9 +238,7 @@ async fn demand_returning_during_a_drain_brings_warm_instances_back_before_launc
         r.set_queue_depth(v, 5);
     }
     let t1 = T0 + 60_000;
-    traffic(&r, t1, 7.5);
-    r.advance(t1);
-    let d = rec.reconcile_pool(pool, &p.hash, t1, &lead).await.unwrap();
+    let d = cycle(&r, &mut rec, &p, t1, 7.5, &lead).await;
     // 3 serving, 6 wanted: three of the draining instances return to service (not i-failed,
     // which would not serve), and nothing is launched.
     assert_eq!(
@@ -269,9 +261,7 @@ async fn demand_returning_during_a_drain_brings_warm_instances_back_before_launc
         r.set_queue_depth(v, 0);
     }
     let t2 = t1 + 30_000;
-    traffic(&r, t2, 7.5);
-    r.advance(t2);
-    let d = rec.reconcile_pool(pool, &p.hash, t2, &lead).await.unwrap();
+    let d = cycle(&r, &mut rec, &p, t2, 7.5, &lead).await;
     assert_eq!(d.decision.action, Action::None, "{}", d.decision.reason);
     assert_eq!(terminated(&r), ["i-failed", "i-young-idle"]);
     assert_eq!(r.asg_desired(ASG), Some(6));
@@ -281,17 +271,13 @@ async fn demand_returning_during_a_drain_brings_warm_instances_back_before_launc
     // launched.
     let r = region();
     let mut rec = reconciler(&r, false);
-    traffic(&r, T0, 3.75);
-    r.advance(T0);
-    rec.reconcile_pool(pool, &p.hash, T0, &lead).await.unwrap();
+    cycle(&r, &mut rec, &p, T0, 3.75, &lead).await;
     for v in draining(&r) {
         r.set_queue_depth(&v, 5);
     }
     r.set_health("i-light", Health::Unhealthy);
     r.set_health("i-lighter", Health::Unhealthy);
-    traffic(&r, t1, 7.5);
-    r.advance(t1);
-    let d = rec.reconcile_pool(pool, &p.hash, t1, &lead).await.unwrap();
+    let d = cycle(&r, &mut rec, &p, t1, 7.5, &lead).await;
     assert_eq!(d.decision.desired, 6, "{}", d.decision.reason);
     assert_eq!(draining(&r), ["i-failed", "i-light", "i-lighter"]);
     // 3 serving + 2 back + 1 launching, beside the 3 still draining.
@@ -304,12 +290,9 @@ async fn victims_never_take_the_group_below_its_minimum() {
     let r = region();
     r.set_bounds(ASG, 6, 100);
     let p = policy("");
-    let pool = &p.pools["model-a"];
     let mut rec = reconciler(&r, false);
     let lead = Leadership::sole();
-    traffic(&r, T0, 3.75);
-    r.advance(T0);
-    let d = rec.reconcile_pool(pool, &p.hash, T0, &lead).await.unwrap();
+    let d = cycle(&r, &mut rec, &p, T0, 3.75, &lead).await;
     // 4 fewer wanted, but 8 − 6 = 2 victims at most, i-failed included.
     assert_eq!(
         draining(&r),
@@ -318,9 +301,7 @@ async fn victims_never_take_the_group_below_its_minimum() {
         d.decision.reason
     );
     let t1 = T0 + 30_000;
-    traffic(&r, t1, 3.75);
-    r.advance(t1);
-    let d = rec.reconcile_pool(pool, &p.hash, t1, &lead).await.unwrap();
+    let d = cycle(&r, &mut rec, &p, t1, 3.75, &lead).await;
     assert_eq!(r.asg_desired(ASG), Some(6));
     assert!(
         matches!(&d.outcome, Outcome::Skipped(why) if why.contains("the group's minimum 6")),
@@ -332,14 +313,10 @@ async fn victims_never_take_the_group_below_its_minimum() {
     // The minimum raised while a drain is under way: the instance serves again.
     let r = region();
     let mut rec = reconciler(&r, false);
-    traffic(&r, T0, 3.75);
-    r.advance(T0);
-    rec.reconcile_pool(pool, &p.hash, T0, &lead).await.unwrap();
+    cycle(&r, &mut rec, &p, T0, 3.75, &lead).await;
     assert_eq!(draining(&r).len(), 5);
     r.set_bounds(ASG, 8, 100);
-    traffic(&r, t1, 3.75);
-    r.advance(t1);
-    rec.reconcile_pool(pool, &p.hash, t1, &lead).await.unwrap();
+    cycle(&r, &mut rec, &p, t1, 3.75, &lead).await;
     assert!(r.calls().terminated.is_empty());
     assert!(draining(&r).is_empty(), "{:?}", draining(&r));
     assert_eq!(r.asg_desired(ASG), Some(8));
@@ -352,9 +329,7 @@ async fn an_empty_queue_counts_only_from_a_heartbeat_after_routers_saw_the_drain
     let pool = &p.pools["model-a"];
     let mut rec = reconciler(&r, false);
     let lead = Leadership::sole();
-    traffic(&r, T0, 6.25);
-    r.advance(T0);
-    rec.reconcile_pool(pool, &p.hash, T0, &lead).await.unwrap();
+    cycle(&r, &mut rec, &p, T0, 6.25, &lead).await;
     assert_eq!(draining(&r), ["i-failed", "i-old-idle", "i-young-idle"]);
     // No heartbeat since T0 (no advance): their 0 may predate requests routed meanwhile.
     let t1 = T0 + 30_000;
@@ -363,9 +338,7 @@ async fn an_empty_queue_counts_only_from_a_heartbeat_after_routers_saw_the_drain
     assert!(r.calls().terminated.is_empty());
     // Heartbeats after the grace still say 0: now they go.
     let t2 = t1 + 30_000;
-    traffic(&r, t2, 6.25);
-    r.advance(t2);
-    rec.reconcile_pool(pool, &p.hash, t2, &lead).await.unwrap();
+    cycle(&r, &mut rec, &p, t2, 6.25, &lead).await;
     assert_eq!(terminated(&r), ["i-failed", "i-old-idle", "i-young-idle"]);
 }
 
@@ -374,12 +347,9 @@ async fn a_drained_instance_the_group_let_go_of_is_not_replaced() {
     use mrgc_autoscaler::ports::Actuator;
     let r = region();
     let p = policy("drain_timeout = \"5m\"");
-    let pool = &p.pools["model-a"];
     let mut rec = reconciler(&r, false);
     let lead = Leadership::sole();
-    traffic(&r, T0, 3.75);
-    r.advance(T0);
-    rec.reconcile_pool(pool, &p.hash, T0, &lead).await.unwrap();
+    cycle(&r, &mut rec, &p, T0, 3.75, &lead).await;
     for v in draining(&r) {
         r.set_queue_depth(&v, 5);
     }
@@ -390,9 +360,7 @@ async fn a_drained_instance_the_group_let_go_of_is_not_replaced() {
     // Demand back up: it must not count as held (that would launch one too many), and the
     // item is marked at last.
     let t1 = T0 + 60_000;
-    traffic(&r, t1, 7.5);
-    r.advance(t1);
-    let d = rec.reconcile_pool(pool, &p.hash, t1, &lead).await.unwrap();
+    let d = cycle(&r, &mut rec, &p, t1, 7.5, &lead).await;
     assert_eq!(d.decision.desired, 6, "{}", d.decision.reason);
     assert_eq!(d.decision.held, 4, "{}", d.decision.reason);
     assert!(!draining(&r).contains(&"i-old-idle".to_string()));
@@ -414,11 +382,7 @@ async fn a_new_leader_finishes_the_drains_of_the_old_one_and_followers_never_do(
     let p = policy("drain_timeout = \"5m\"");
     let pool = &p.pools["model-a"];
     let mut old = reconciler(&r, false);
-    traffic(&r, T0, 3.75);
-    r.advance(T0);
-    old.reconcile_pool(pool, &p.hash, T0, &Leadership::sole())
-        .await
-        .unwrap();
+    cycle(&r, &mut old, &p, T0, 3.75, &Leadership::sole()).await;
     assert_eq!(draining(&r).len(), 5);
     let t1 = T0 + 30_000;
     traffic(&r, t1, 3.75);
@@ -445,13 +409,10 @@ async fn a_new_leader_finishes_the_drains_of_the_old_one_and_followers_never_do(
 #[tokio::test]
 async fn dry_run_and_followers_name_the_victims_but_never_drain() {
     let p = policy("");
-    let pool = &p.pools["model-a"];
     for (dry_run, lead) in [(true, Leadership::sole()), (false, Leadership::follower())] {
         let r = region();
         let mut rec = reconciler(&r, dry_run);
-        traffic(&r, T0, 3.75);
-        r.advance(T0);
-        let d = rec.reconcile_pool(pool, &p.hash, T0, &lead).await.unwrap();
+        let d = cycle(&r, &mut rec, &p, T0, 3.75, &lead).await;
         assert_eq!(d.decision.action, Action::ScaleDown);
         assert!(
             d.decision
@@ -469,7 +430,6 @@ async fn dry_run_and_followers_name_the_victims_but_never_drain() {
 #[tokio::test]
 async fn without_drain_the_group_is_lowered_but_never_during_a_drain() {
     let p = policy("drain = false");
-    let pool = &p.pools["model-a"];
     // A drain this controller started under an earlier policy is still under way.
     let r = region();
     let mut rec = reconciler(&r, false);
@@ -489,12 +449,7 @@ async fn without_drain_the_group_is_lowered_but_never_during_a_drain() {
     }
     // Past the 1-minute stabilization of the recommendation at T0.
     let t1 = T0 + 90_000;
-    traffic(&r, t1, 1.0);
-    r.advance(t1);
-    let d = rec
-        .reconcile_pool(pool, &p.hash, t1, &Leadership::sole())
-        .await
-        .unwrap();
+    let d = cycle(&r, &mut rec, &p, t1, 1.0, &Leadership::sole()).await;
     assert_eq!(
         d.decision.action,
         Action::ScaleDown,
@@ -511,12 +466,7 @@ async fn without_drain_the_group_is_lowered_but_never_during_a_drain() {
     // No drain under way: the group's desired capacity is lowered and it picks victims.
     let r = region();
     let mut rec = reconciler(&r, false);
-    traffic(&r, T0, 3.75);
-    r.advance(T0);
-    let d = rec
-        .reconcile_pool(pool, &p.hash, T0, &Leadership::sole())
-        .await
-        .unwrap();
+    let d = cycle(&r, &mut rec, &p, T0, 3.75, &Leadership::sole()).await;
     assert_eq!(d.outcome, Outcome::Applied);
     assert_eq!(r.calls().set_desired, 1);
     assert_eq!(r.calls().mark_draining, 0);
@@ -527,17 +477,12 @@ async fn without_drain_the_group_is_lowered_but_never_during_a_drain() {
 async fn an_instance_draining_for_someone_else_is_left_alone() {
     let r = region();
     let p = policy("drain_timeout = \"1m\"");
-    let pool = &p.pools["model-a"];
     // Marked draining by an operator (no drain_started_at): held, never terminated by us.
     r.set_state("i-mid", InstanceState::Draining);
     let mut rec = reconciler(&r, false);
     for k in 0..6 {
         let t = T0 + k * 30_000;
-        traffic(&r, t, 7.5);
-        r.advance(t);
-        rec.reconcile_pool(pool, &p.hash, t, &Leadership::sole())
-            .await
-            .unwrap();
+        cycle(&r, &mut rec, &p, t, 7.5, &Leadership::sole()).await;
     }
     assert!(!r.calls().terminated.contains(&"i-mid".to_string()));
     assert!(draining(&r).contains(&"i-mid".to_string()));

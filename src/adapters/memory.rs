@@ -403,6 +403,24 @@ impl State {
         }
     }
 
+    /// An instance item whose state is one of `from`, for a conditional write: `NotFound`
+    /// without an item, `Conflict` in another state (as DynamoDB's condition would fail).
+    fn member_in(&mut self, instance_id: &str, from: &[InstanceState]) -> PortResult<&mut Member> {
+        let m = self
+            .instances
+            .get_mut(instance_id)
+            .ok_or_else(|| PortError::NotFound(format!("instance {instance_id}")))?;
+        if !from.contains(&m.rec.state) {
+            let wanted: Vec<&str> = from.iter().map(|f| f.as_str()).collect();
+            return Err(PortError::Conflict(format!(
+                "instance {instance_id} is {}, not {}",
+                m.rec.state,
+                wanted.join(" or ")
+            )));
+        }
+        Ok(m)
+    }
+
     fn remove_instance(&mut self, id: &Arc<str>) {
         if let Some(old) = self.instances.remove(id) {
             self.unindex(id, &old.rec.model_pool, &old.rec.region);
@@ -574,19 +592,10 @@ impl Inventory for MemoryRegion {
         let mut s = self.lock();
         s.calls.mark_draining += 1;
         let rate = s.drain_rps;
-        let m = s
-            .instances
-            .get_mut(instance_id)
-            .ok_or_else(|| PortError::NotFound(format!("instance {instance_id}")))?;
-        if !matches!(
-            m.rec.state,
-            InstanceState::Available | InstanceState::Launching
-        ) {
-            return Err(PortError::Conflict(format!(
-                "instance {instance_id} is {}, not available or launching",
-                m.rec.state
-            )));
-        }
+        let m = s.member_in(
+            instance_id,
+            &[InstanceState::Available, InstanceState::Launching],
+        )?;
         m.rec.state = InstanceState::Draining;
         m.rec.drain_started_ms = Some(at_ms);
         m.drained_at_ms = (rate > 0.0)
@@ -596,16 +605,7 @@ impl Inventory for MemoryRegion {
 
     async fn undrain(&self, instance_id: &str) -> PortResult<()> {
         let mut s = self.lock();
-        let m = s
-            .instances
-            .get_mut(instance_id)
-            .ok_or_else(|| PortError::NotFound(format!("instance {instance_id}")))?;
-        if m.rec.state != InstanceState::Draining {
-            return Err(PortError::Conflict(format!(
-                "instance {instance_id} is {}, not draining",
-                m.rec.state
-            )));
-        }
+        let m = s.member_in(instance_id, &[InstanceState::Draining])?;
         m.rec.state = InstanceState::Available;
         m.rec.drain_started_ms = None;
         m.drained_at_ms = None;
@@ -614,18 +614,12 @@ impl Inventory for MemoryRegion {
 
     async fn mark_terminated(&self, instance_id: &str, _at_ms: i64) -> PortResult<()> {
         let mut s = self.lock();
-        let m = s
-            .instances
-            .get(instance_id)
-            .ok_or_else(|| PortError::NotFound(format!("instance {instance_id}")))?;
-        if m.rec.state != InstanceState::Draining {
-            return Err(PortError::Conflict(format!(
-                "instance {instance_id} is {}, not draining",
-                m.rec.state
-            )));
-        }
+        let id = s
+            .member_in(instance_id, &[InstanceState::Draining])?
+            .rec
+            .instance_id
+            .clone();
         // The item's TTL, compressed: a terminated instance leaves the table now.
-        let id = m.rec.instance_id.clone();
         s.remove_instance(&id);
         Ok(())
     }

@@ -38,6 +38,15 @@ impl ElectionConfig {
             standby_poll: Duration::from_secs(1),
         }
     }
+
+    /// The lease timing from the command line: the leader acts only with a renewal's worth
+    /// of lease left (`act_margin = renew_every`).
+    pub fn with_timing(mut self, lease_duration: Duration, renew_every: Duration) -> Self {
+        self.lease_duration = lease_duration;
+        self.renew_every = renew_every;
+        self.act_margin = renew_every;
+        self
+    }
 }
 
 pub fn lease_key(region: &str) -> String {

@@ -176,10 +176,8 @@ pub async fn run_local<W: Write + Send>(
     let metrics = Metrics::new();
     let status = Status::new(opts.interval);
     let mut leader = status.leader_watch();
-    let mut election = ElectionConfig::new(&opts.region, &opts.controller_id);
-    election.lease_duration = opts.lease_duration;
-    election.renew_every = opts.renew_every;
-    election.act_margin = opts.renew_every;
+    let election = ElectionConfig::new(&opts.region, &opts.controller_id)
+        .with_timing(opts.lease_duration, opts.renew_every);
     let service = ServiceOptions {
         settings: Settings {
             region: opts.region.clone(),

@@ -166,7 +166,8 @@ pub struct PoolReads {
     /// longest horizon after it.
     pub seasonal: Vec<(i64, Vec<Sample>)>,
     pub learned_launch: Option<Duration>,
-    /// The instances the group holds in service or pending, when the backend lists them.
+    /// The instances the group holds in service or pending, when the backend lists them and
+    /// an instance is draining (the only case it is needed).
     pub members: Option<Vec<Arc<str>>>,
 }
 
@@ -215,6 +216,38 @@ impl PoolReads {
         self.members
             .as_ref()
             .is_none_or(|m| m.contains(&i.instance_id))
+    }
+
+    /// This controller's drains that the group still holds (a drain whose instance the group
+    /// let go of is only waiting to be marked terminated).
+    pub fn held_drains(&self) -> impl Iterator<Item = &crate::core::InstanceRecord> {
+        self.our_drains().filter(|i| self.in_group(i))
+    }
+
+    /// The victims of `decision`'s scale-down (`capacity::pick_victims`), with `draining`
+    /// drains under way, and how many the group's minimum leaves room for.
+    fn victims(
+        &self,
+        policy: &PoolPolicy,
+        decision: &Decision,
+        draining: usize,
+    ) -> (Vec<&crate::core::InstanceRecord>, usize) {
+        let cut = (decision.serving + decision.launching).saturating_sub(decision.desired);
+        // No more victims, the failed-cleanup ones that come along included, than keep the
+        // group at its minimum once every drain under way has ended.
+        let room = self
+            .asg
+            .desired
+            .saturating_sub(draining as u32)
+            .saturating_sub(self.asg.min) as usize;
+        let victims = capacity::pick_victims(
+            &self.inventory.instances,
+            cut as usize,
+            room,
+            &policy.instances,
+            self.at_ms,
+        );
+        (victims, room)
     }
 
     /// The observation `policy` decides from: its own lookback, capacity counting (heartbeat
@@ -273,19 +306,6 @@ impl PoolReads {
             learned_launch: self.learned_launch,
         }
     }
-}
-
-/// A scale-down by drain: (how many fewer should serve, the most victims in all). The
-/// decision's cut; and no more victims, the failed-cleanup ones that come along included,
-/// than keep the group at its minimum once every drain under way (`draining`) has ended.
-fn scale_in_count(reads: &PoolReads, decision: &Decision, draining: usize) -> (usize, usize) {
-    let cut = (decision.serving + decision.launching).saturating_sub(decision.desired);
-    let room = reads
-        .asg
-        .desired
-        .saturating_sub(draining as u32)
-        .saturating_sub(reads.asg.min);
-    (cut as usize, room as usize)
 }
 
 /// The last record appended for a pool: the record-on-change rule compares against it.
@@ -602,7 +622,13 @@ impl Reconciler {
             }
             None => Vec::new(),
         };
-        let members = self.backends.actuator.members(&regional.asg);
+        // Membership only matters for draining instances; most cycles have none.
+        let members = inventory
+            .instances
+            .iter()
+            .any(|i| i.state == InstanceState::Draining)
+            .then(|| self.backends.actuator.members(&regional.asg))
+            .flatten();
         Ok(PoolReads {
             at_ms: now_ms,
             samples,
@@ -636,9 +662,7 @@ impl Reconciler {
             && leadership.is_leader
             && !self.settings.dry_run
             && leadership.can_act;
-        // This controller's drains that the group still holds (a drain whose instance the
-        // group let go of is only waiting to be marked terminated).
-        let draining = reads.our_drains().filter(|i| reads.in_group(i)).count();
+        let draining = reads.held_drains().count();
 
         // Act: the live policy only, as leader, not in dry-run, with margin on the lease.
         let mut reclaimed: Vec<Arc<str>> = Vec::new();
@@ -660,7 +684,9 @@ impl Reconciler {
                     if decision.action == Action::ScaleDown
                         && policy.scale_down.drain.is_some() =>
                 {
-                    let (outcome, n) = self.start_drains(policy, reads, &mut decision).await;
+                    let (outcome, n) = self
+                        .start_drains(policy, reads, &mut decision, draining)
+                        .await;
                     started = n;
                     outcome
                 }
@@ -711,14 +737,7 @@ impl Reconciler {
             }
             if decision.action == Action::ScaleDown && policy.scale_down.drain.is_some() && !acting
             {
-                let (n, max_total) = scale_in_count(reads, &decision, draining);
-                let victims = capacity::pick_victims(
-                    &reads.inventory.instances,
-                    n,
-                    max_total,
-                    &policy.instances,
-                    now_ms,
-                );
+                let (victims, _) = reads.victims(policy, &decision, draining);
                 if !victims.is_empty() {
                     let ids: Vec<&str> = victims.iter().map(|v| &*v.instance_id).collect();
                     decision.reason =
@@ -815,6 +834,34 @@ impl Reconciler {
         })
     }
 
+    fn count_drain(&self, pool: &str, step: &str) {
+        self.metrics
+            .drains
+            .with_label_values(&[pool, &self.settings.region, step])
+            .inc();
+    }
+
+    /// Return a draining instance to service, counted as `returned`; a failure is logged
+    /// (the next cycle sees the instance still draining).
+    async fn undrain(&self, pool: &str, instance_id: &str) -> bool {
+        match self.backends.inventory.undrain(instance_id).await {
+            Ok(()) => {
+                self.count_drain(pool, "returned");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(
+                    pool,
+                    region = %self.settings.region,
+                    instance_id,
+                    error = %e,
+                    "returning a draining instance to service failed"
+                );
+                false
+            }
+        }
+    }
+
     /// Scale in by draining: choose the victims (`capacity::pick_victims`), mark each
     /// `draining` so routers stop sending it work, and leave the group's desired capacity
     /// alone; `finish_drains` terminates them in later cycles. The decision's reason names
@@ -825,19 +872,12 @@ impl Reconciler {
         policy: &PoolPolicy,
         reads: &PoolReads,
         decision: &mut Decision,
+        draining: usize,
     ) -> (Outcome, usize) {
         let region = &self.settings.region;
-        let draining = reads.our_drains().filter(|i| reads.in_group(i)).count();
-        let (n, max_total) = scale_in_count(reads, decision, draining);
-        let victims = capacity::pick_victims(
-            &reads.inventory.instances,
-            n,
-            max_total,
-            &policy.instances,
-            reads.at_ms,
-        );
+        let (victims, room) = reads.victims(policy, decision, draining);
         if victims.is_empty() {
-            let why = if max_total == 0 {
+            let why = if room == 0 {
                 format!(
                     "no instance to drain: the group's minimum {} is reached once the drains \
                      under way end",
@@ -861,16 +901,10 @@ impl Reconciler {
             {
                 Ok(()) => {
                     marked.push(v.instance_id.to_string());
-                    self.metrics
-                        .drains
-                        .with_label_values(&[&policy.pool, region, "started"])
-                        .inc();
+                    self.count_drain(&policy.pool, "started");
                 }
                 Err(e) => {
-                    self.metrics
-                        .drains
-                        .with_label_values(&[&policy.pool, region, "failed"])
-                        .inc();
+                    self.count_drain(&policy.pool, "failed");
                     tracing::warn!(
                         pool = %policy.pool,
                         region = %region,
@@ -897,12 +931,7 @@ impl Reconciler {
              desired capacity by one)",
             decision.reason,
             marked.join(", "),
-            humantime::format_duration(
-                policy
-                    .scale_down
-                    .drain
-                    .unwrap_or(crate::core::policy::DEFAULT_DRAIN_TIMEOUT)
-            )
+            humantime::format_duration(policy.scale_down.drain_timeout())
         );
         (Outcome::Applied, marked.len())
     }
@@ -916,15 +945,12 @@ impl Reconciler {
         reads: &PoolReads,
         decision: &mut Decision,
     ) -> Vec<Arc<str>> {
-        let region = &self.settings.region;
         let short = decision
             .desired
             .saturating_sub(decision.serving + decision.launching) as usize;
         let mut ours: Vec<&crate::core::InstanceRecord> = reads
-            .our_drains()
-            .filter(|i| {
-                reads.in_group(i) && capacity::would_serve(i, &policy.instances, reads.at_ms)
-            })
+            .held_drains()
+            .filter(|i| capacity::would_serve(i, &policy.instances, reads.at_ms))
             .collect();
         ours.sort_by(|a, b| {
             b.drain_started_ms
@@ -933,21 +959,8 @@ impl Reconciler {
         });
         let mut back = Vec::new();
         for i in ours.into_iter().take(short) {
-            match self.backends.inventory.undrain(&i.instance_id).await {
-                Ok(()) => {
-                    self.metrics
-                        .drains
-                        .with_label_values(&[&policy.pool, region, "returned"])
-                        .inc();
-                    back.push(i.instance_id.clone());
-                }
-                Err(e) => tracing::warn!(
-                    pool = %policy.pool,
-                    region = %region,
-                    instance_id = %i.instance_id,
-                    error = %e,
-                    "returning a draining instance to service failed"
-                ),
+            if self.undrain(&policy.pool, &i.instance_id).await {
+                back.push(i.instance_id.clone());
             }
         }
         if !back.is_empty() {
@@ -979,10 +992,7 @@ impl Reconciler {
         let Some(regional) = policy.region(region) else {
             return 0;
         };
-        let timeout = policy
-            .scale_down
-            .drain
-            .unwrap_or(crate::core::policy::DEFAULT_DRAIN_TIMEOUT);
+        let timeout = policy.scale_down.drain_timeout();
         let mut desired = group_desired;
         let mut ended = 0;
         for i in reads.our_drains() {
@@ -993,28 +1003,15 @@ impl Reconciler {
             if held && desired <= reads.asg.min {
                 // Terminating with a decrement would take the group below its minimum (raised
                 // since the drain began): the instance serves again instead of idling.
-                match self.backends.inventory.undrain(&i.instance_id).await {
-                    Ok(()) => {
-                        self.metrics
-                            .drains
-                            .with_label_values(&[&policy.pool, region, "returned"])
-                            .inc();
-                        tracing::warn!(
-                            pool = %policy.pool,
-                            region = %region,
-                            instance_id = %i.instance_id,
-                            asg_min = reads.asg.min,
-                            "drained instance returned to service: the group is at its minimum"
-                        );
-                        ended += 1;
-                    }
-                    Err(e) => tracing::warn!(
+                if self.undrain(&policy.pool, &i.instance_id).await {
+                    tracing::warn!(
                         pool = %policy.pool,
                         region = %region,
                         instance_id = %i.instance_id,
-                        error = %e,
-                        "returning a drained instance to service failed"
-                    ),
+                        asg_min = reads.asg.min,
+                        "drained instance returned to service: the group is at its minimum"
+                    );
+                    ended += 1;
                 }
                 continue;
             }
@@ -1042,10 +1039,7 @@ impl Reconciler {
                     // The group let go of it since the describe.
                     Err(PortError::NotFound(_)) => false,
                     Err(e) => {
-                        self.metrics
-                            .drains
-                            .with_label_values(&[&policy.pool, region, "failed"])
-                            .inc();
+                        self.count_drain(&policy.pool, "failed");
                         tracing::warn!(
                             pool = %policy.pool,
                             region = %region,
@@ -1080,10 +1074,7 @@ impl Reconciler {
                     Some(capacity::DrainEnd::Timeout) => "terminated_timeout",
                     _ => "terminated_empty",
                 };
-                self.metrics
-                    .drains
-                    .with_label_values(&[&policy.pool, region, step])
-                    .inc();
+                self.count_drain(&policy.pool, step);
                 tracing::info!(
                     pool = %policy.pool,
                     region = %region,
@@ -1117,10 +1108,13 @@ impl Reconciler {
         if samples.len() < capacity::LaunchTimes::MIN_SAMPLES {
             return None;
         }
-        let mut v: Vec<f64> = samples.iter().map(|s| s.rps).collect();
-        v.sort_by(f64::total_cmp);
-        let idx = ((v.len() as f64 * 0.9).ceil() as usize).saturating_sub(1);
-        let p90 = Duration::try_from_secs_f64(v[idx.min(v.len() - 1)]).ok()?;
+        // Seconds as the metric stores them; the table's values are checked non-negative.
+        let p90 = capacity::p90_ms(
+            samples
+                .iter()
+                .map(|s| (s.rps * 1000.0).min(i64::MAX as f64) as i64)
+                .collect(),
+        )?;
         self.metrics
             .model_load_time_p90
             .with_label_values(&[pool, region])

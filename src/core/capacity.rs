@@ -351,13 +351,15 @@ impl LaunchTimes {
         if self.samples.len() < Self::MIN_SAMPLES {
             return None;
         }
-        let mut v: Vec<i64> = self.samples.iter().copied().collect();
-        v.sort_unstable();
-        let idx = ((v.len() as f64) * 0.9).ceil() as usize - 1;
-        Some(std::time::Duration::from_millis(
-            v[idx.min(v.len() - 1)].max(0) as u64,
-        ))
+        p90_ms(self.samples.iter().copied().collect())
     }
+}
+
+/// The 90th percentile (nearest rank) of durations in milliseconds; None when empty.
+pub fn p90_ms(mut v: Vec<i64>) -> Option<Duration> {
+    v.sort_unstable();
+    let idx = ((v.len() as f64 * 0.9).ceil() as usize).checked_sub(1)?;
+    Some(Duration::from_millis(v[idx.min(v.len() - 1)].max(0) as u64))
 }
 
 #[cfg(test)]

@@ -87,6 +87,14 @@ pub struct ScaleDown {
 /// minutes covers long generations without keeping an idle GPU for long.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(300);
 
+impl ScaleDown {
+    /// The drain timeout in force, also for drains an earlier policy started when this one
+    /// has `drain = false`.
+    pub fn drain_timeout(&self) -> Duration {
+        self.drain.unwrap_or(DEFAULT_DRAIN_TIMEOUT)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Metrics {
     /// RPS is the mean of the samples within this window ending at the newest sample.
@@ -545,7 +553,7 @@ pub fn apply_override(policy: &PoolPolicy, key: &str, value: &str) -> Result<Poo
         "scale_down.cooldown" => p.scale_down.cooldown = dur()?,
         "scale_down.drain" => {
             p.scale_down.drain = match value {
-                "true" => Some(p.scale_down.drain.unwrap_or(DEFAULT_DRAIN_TIMEOUT)),
+                "true" => Some(p.scale_down.drain_timeout()),
                 "false" => None,
                 _ => return Err(format!("{key}={value}: expected true or false")),
             }

@@ -212,6 +212,38 @@ impl Env {
             .expect("ASG has a desired capacity")
     }
 
+    /// The instance ids the group holds, sorted.
+    pub async fn asg_members(&self, name: &str) -> Vec<String> {
+        let out = self
+            .asg
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(name)
+            .send()
+            .await
+            .expect("describe ASG");
+        let mut ids: Vec<String> = out
+            .auto_scaling_groups()
+            .iter()
+            .flat_map(|g| g.instances())
+            .filter_map(|i| i.instance_id().map(str::to_string))
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// An instance's item in the instances table, as stored.
+    pub async fn instance(&self, id: &str) -> Item {
+        self.ddb
+            .get_item()
+            .table_name(self.table(&schema::GPU_INSTANCES))
+            .key("instance_id", s(id))
+            .send()
+            .await
+            .expect("get instance item")
+            .item
+            .expect("instance item exists")
+    }
+
     pub fn bad_items(&self, table: &str, reason: &str) -> u64 {
         self.metrics
             .bad_items
