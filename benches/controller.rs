@@ -8,12 +8,12 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use mrgc_autoscaler::adapters::memory::MemoryRegion;
-use mrgc_autoscaler::app::metrics::Metrics;
-use mrgc_autoscaler::app::{Backends, Leadership, Reconciler, Settings};
+use mrgc_autoscaler::app::{Leadership, Reconciler, Settings};
 use mrgc_autoscaler::core::policy::{PolicySource, parse_sources};
 use mrgc_autoscaler::core::{
     AsgState, Capacity, Observation, PolicySet, PoolHistory, Sample, decide,
 };
+use mrgc_autoscaler::telemetry::Metrics;
 
 const T0: i64 = 1_764_000_000_000;
 
@@ -105,7 +105,7 @@ fn bench_cycle(pools: usize, instances_per_pool: u32, cycles: usize) {
         }
     }
     let mut rec = Reconciler::new(
-        Backends::in_memory(&region),
+        region.backends(),
         Settings {
             region: "us-east-1".into(),
             controller_id: "bench".into(),

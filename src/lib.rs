@@ -8,5 +8,7 @@ pub mod adapters;
 pub mod app;
 pub mod core;
 pub mod ports;
+pub mod replay;
 pub mod schema;
 pub mod sim;
+pub mod telemetry;

@@ -181,6 +181,16 @@ pub trait Clock: Send + Sync {
     async fn sleep(&self, d: Duration);
 }
 
+/// The backends a reconciler talks to: one implementation of each port.
+#[derive(Clone)]
+pub struct Backends {
+    pub metrics: Arc<dyn MetricsSource>,
+    pub inventory: Arc<dyn Inventory>,
+    pub actuator: Arc<dyn Actuator>,
+    pub log: Arc<dyn DecisionLog>,
+    pub gauges: Option<Arc<dyn GaugeSink>>,
+}
+
 /// Per-pool gauges published each cycle (CloudWatch in production).
 #[async_trait]
 pub trait GaugeSink: Send + Sync {

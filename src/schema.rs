@@ -208,6 +208,19 @@ pub const IAM_ACTIONS: &[&str] = &[
     "cloudwatch:PutMetricData",
 ];
 
+/// The metrics-table partition key of a pool's metric in a region (DESIGN §3):
+/// `<metric>#<pool>#<region>`, e.g. `rps#model-a#us-east-1`. Routers write it, the
+/// controller reads it; the pool and region in the key keep two writers from overwriting each
+/// other's sample for the same minute.
+pub fn metric_key(metric: &str, pool: &str, region: &str) -> String {
+    format!("{metric}#{pool}#{region}")
+}
+
+/// The metrics-table key of a pool's RPS in a region.
+pub fn rps_key(pool: &str, region: &str) -> String {
+    metric_key("rps", pool, region)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,8 +11,8 @@ use aws_sdk_cloudwatch::types::error::InvalidParameterValueException;
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
 
 use mrgc_autoscaler::adapters::aws::{AwsBackends, AwsClients, AwsOptions, CLOUDWATCH_NAMESPACE};
-use mrgc_autoscaler::app::metrics::Metrics;
 use mrgc_autoscaler::ports::{GaugeSink, PoolGauges, PortError};
+use mrgc_autoscaler::telemetry::Metrics;
 
 fn backends(cw: aws_sdk_cloudwatch::Client, metrics: &Metrics) -> AwsBackends {
     // DynamoDB and Auto Scaling clients that are never called here.

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use mrgc_autoscaler::app::metrics::Metrics;
+use mrgc_autoscaler::telemetry::Metrics;
 use promql_parser::parser::Expr;
 use promql_parser::util::{ExprVisitor, walk_expr};
 use serde::Deserialize;

@@ -8,12 +8,12 @@ use std::time::Duration;
 use mrgc_autoscaler::adapters::memory::MemoryRegion;
 use mrgc_autoscaler::app::clock::TokioClock;
 use mrgc_autoscaler::app::election::{ElectionConfig, lease_key};
-use mrgc_autoscaler::app::metrics::Metrics;
 use mrgc_autoscaler::app::service::{ServiceDeps, ServiceOptions, run_service};
-use mrgc_autoscaler::app::{Backends, Leadership, PoolError, Settings};
+use mrgc_autoscaler::app::{Leadership, PoolError, Settings};
 use mrgc_autoscaler::core::policy::{PolicySource, parse_sources};
 use mrgc_autoscaler::core::{Action, Outcome, ReasonCode};
 use mrgc_autoscaler::ports::{DecisionLog, Fence, LeaseStore, PortError};
+use mrgc_autoscaler::telemetry::Metrics;
 
 mod fixtures;
 use fixtures::{REGION, T0, policies, reconciler, region, shadow_policy, traffic};
@@ -266,7 +266,7 @@ async fn the_service_loop_leads_reconciles_and_releases_on_shutdown() {
     let clock = Arc::new(TokioClock::starting_at(T0, 1.0));
     let metrics = Metrics::new();
     let deps = ServiceDeps {
-        backends: Backends::in_memory(&r),
+        backends: r.backends(),
         leases: Arc::new(r.clone()),
         clock,
         status: mrgc_autoscaler::app::http::Status::new(Duration::from_secs(30)),

@@ -14,12 +14,12 @@ use mrgc_autoscaler::adapters::memory::MemoryRegion;
 use mrgc_autoscaler::app::clock::TokioClock;
 use mrgc_autoscaler::app::election::{ElectionConfig, LeaderState, lease_key};
 use mrgc_autoscaler::app::http::{self, Status};
-use mrgc_autoscaler::app::metrics::Metrics;
+use mrgc_autoscaler::app::policy_files::load_paths;
 use mrgc_autoscaler::app::service::{Handover, ServiceDeps, ServiceOptions, run_service};
-use mrgc_autoscaler::app::{Backends, CycleReport, Settings};
+use mrgc_autoscaler::app::{CycleReport, Settings};
 use mrgc_autoscaler::core::DecisionRecord;
-use mrgc_autoscaler::core::policy::load_paths;
 use mrgc_autoscaler::ports::{Clock, LeaseStore, PortError};
+use mrgc_autoscaler::telemetry::Metrics;
 
 const T0: i64 = 1_764_000_000_000;
 const REGION: &str = "us-east-1";
@@ -114,7 +114,7 @@ fn start(r: &MemoryRegion, clock: &TokioClock, id: &str, s: Start) -> Replica {
         shadow_paths: s.shadow_paths,
     };
     let deps = ServiceDeps {
-        backends: Backends::in_memory(r),
+        backends: r.backends(),
         leases: Arc::new(r.clone()),
         clock: Arc::new(clock.clone()),
         status: status.clone(),

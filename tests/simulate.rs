@@ -10,11 +10,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use mrgc_autoscaler::core::policy::{PolicySource, parse_sources};
+use mrgc_autoscaler::replay::trace::Trace;
+use mrgc_autoscaler::replay::traffic::Scale;
 use mrgc_autoscaler::sim::engine::Summary;
 use mrgc_autoscaler::sim::run::{SimOptions, simulate};
 use mrgc_autoscaler::sim::scenario::{BASELINES, Model, PoolSpec, REFERENCE_BAND, Scenario};
-use mrgc_autoscaler::sim::trace::Trace;
-use mrgc_autoscaler::sim::traffic::Scale;
 
 const POLICY: &str = r#"
 pool = "p"

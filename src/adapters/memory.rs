@@ -25,19 +25,10 @@ use crate::core::{
     Validation,
 };
 use crate::ports::{
-    Actuator, DecisionLog, Fence, Inventory, Lease, LeaseStore, MetricsSource, PoolInventory,
-    PortError, PortResult,
+    Actuator, Backends, DecisionLog, Fence, Inventory, Lease, LeaseStore, MetricsSource,
+    PoolInventory, PortError, PortResult,
 };
-
-/// The metrics-table key of a pool's metric in a region (DESIGN §3).
-pub fn metric_name(metric: &str, pool: &str, region: &str) -> String {
-    format!("{metric}#{pool}#{region}")
-}
-
-/// The metrics-table key of a pool's RPS in a region.
-pub fn rps_metric_name(pool: &str, region: &str) -> String {
-    metric_name("rps", pool, region)
-}
+use crate::schema;
 
 /// One Auto Scaling Group of the in-memory region.
 #[derive(Debug, Clone)]
@@ -129,6 +120,17 @@ impl MemoryRegion {
         // A panic while holding the lock would poison it; the state is plain data and every
         // mutation leaves it consistent, so continuing with the inner value is sound.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every port on this region (tests, the embedded run, the simulator).
+    pub fn backends(&self) -> Backends {
+        Backends {
+            metrics: Arc::new(self.clone()),
+            inventory: Arc::new(self.clone()),
+            actuator: Arc::new(self.clone()),
+            log: Arc::new(self.clone()),
+            gauges: None,
+        }
     }
 
     pub fn region(&self) -> String {
@@ -289,7 +291,7 @@ impl MemoryRegion {
     pub fn put_metric(&self, metric: &str, pool: &str, region: &str, at_ms: i64, value: f64) {
         self.lock()
             .metrics
-            .entry(metric_name(metric, pool, region))
+            .entry(schema::metric_key(metric, pool, region))
             .or_default()
             .insert(at_ms, value);
     }
@@ -551,7 +553,7 @@ impl MetricsSource for MemoryRegion {
         to_ms: i64,
     ) -> PortResult<Vec<Sample>> {
         let s = self.lock();
-        let Some(series) = s.metrics.get(&metric_name(metric, pool, region)) else {
+        let Some(series) = s.metrics.get(&schema::metric_key(metric, pool, region)) else {
             return Ok(Vec::new());
         };
         if from_ms >= to_ms {

@@ -13,7 +13,7 @@ use axum::routing::get;
 use tokio::sync::watch;
 
 use super::election::LeaderState;
-use super::metrics::Metrics;
+use crate::telemetry::Metrics;
 
 /// What the loop tells the endpoints. Written by the service loop, read by HTTP handlers; no
 /// lock is held across an await. Leadership is a `watch` channel the rest of the process can

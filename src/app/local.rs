@@ -9,15 +9,15 @@ use std::time::Duration;
 use crate::adapters::memory::MemoryRegion;
 use crate::core::{Action, PolicySet};
 use crate::ports::Clock;
-use crate::sim::trace::Trace;
-use crate::sim::traffic::{Rate, Scale};
+use crate::replay::trace::Trace;
+use crate::replay::traffic::{Rate, Scale};
 
 use super::clock::TokioClock;
 use super::election::ElectionConfig;
 use super::http::Status;
-use super::metrics::Metrics;
-use super::reconciler::{Backends, CycleReport, Settings};
+use super::reconciler::{CycleReport, Settings};
 use super::service::{Handover, ServiceDeps, ServiceOptions, run_service};
+use crate::telemetry::Metrics;
 
 /// The trace replayed when none is given: one hour of a production LLM chat service.
 pub const EMBEDDED_TRACE: &str =
@@ -94,7 +94,7 @@ pub struct LocalSummary {
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
     #[error("{0}")]
-    Trace(#[from] crate::sim::trace::TraceError),
+    Trace(#[from] crate::replay::trace::TraceError),
     #[error(
         "no pool has a policy for region {0}: add a [regions.{0}] section or pick another --region"
     )]
@@ -193,7 +193,7 @@ pub async fn run_local<W: Write + Send>(
         shadow_paths: opts.shadow_paths.clone(),
     };
     let deps = ServiceDeps {
-        backends: Backends::in_memory(&region),
+        backends: region.backends(),
         leases: Arc::new(region.clone()),
         clock: Arc::new(clock.clone()),
         status,

@@ -4,9 +4,9 @@ pub mod clock;
 pub mod election;
 pub mod http;
 pub mod local;
-pub mod metrics;
+pub mod policy_files;
 pub mod reconciler;
 pub mod reload;
 pub mod service;
 
-pub use reconciler::{Backends, CycleReport, Leadership, PoolError, Reconciler, Settings};
+pub use reconciler::{CycleReport, Leadership, PoolError, Reconciler, Settings};

@@ -19,35 +19,9 @@ use crate::core::{
     Action, AsgState, Decision, DecisionRecord, Observation, Outcome, PolicySet, PoolHistory,
     PoolPolicy, ReasonCode, RecordContext, Sample, decide,
 };
-use crate::ports::{
-    Actuator, DecisionLog, Fence, GaugeSink, Inventory, MetricsSource, PoolGauges, PoolInventory,
-    PortError,
-};
+use crate::ports::{Backends, Fence, PoolGauges, PoolInventory, PortError};
 
-use super::metrics::Metrics;
-
-/// The backends a reconciler talks to.
-#[derive(Clone)]
-pub struct Backends {
-    pub metrics: Arc<dyn MetricsSource>,
-    pub inventory: Arc<dyn Inventory>,
-    pub actuator: Arc<dyn Actuator>,
-    pub log: Arc<dyn DecisionLog>,
-    pub gauges: Option<Arc<dyn GaugeSink>>,
-}
-
-impl Backends {
-    /// Every port on one in-memory region (tests, the embedded run, the simulator).
-    pub fn in_memory(region: &crate::adapters::memory::MemoryRegion) -> Self {
-        Backends {
-            metrics: Arc::new(region.clone()),
-            inventory: Arc::new(region.clone()),
-            actuator: Arc::new(region.clone()),
-            log: Arc::new(region.clone()),
-            gauges: None,
-        }
-    }
-}
+use crate::telemetry::Metrics;
 
 #[derive(Debug, Clone)]
 pub struct Settings {

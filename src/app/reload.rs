@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 
-use crate::core::policy::{self, PolicyError, PolicySet};
+use crate::core::policy::{PolicyError, PolicySet};
 
 #[derive(Debug)]
 pub enum ReloadOutcome {
@@ -48,7 +48,7 @@ impl PolicyWatcher {
 
     /// Read the files again and say what changed. The same invalid edit is reported once.
     pub fn poll(&mut self) -> ReloadOutcome {
-        match policy::load_paths(&self.paths) {
+        match crate::app::policy_files::load_paths(&self.paths) {
             Ok(set) => {
                 self.last_rejected = None;
                 if set.hash == self.current_hash {
@@ -81,7 +81,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("p.toml");
         std::fs::write(&file, GOOD).unwrap();
-        let set = policy::load_paths(&[dir.path().to_path_buf()]).unwrap();
+        let set = crate::app::policy_files::load_paths(&[dir.path().to_path_buf()]).unwrap();
         let mut w = PolicyWatcher::new(vec![dir.path().to_path_buf()], &set);
         assert!(matches!(w.poll(), ReloadOutcome::Unchanged));
 

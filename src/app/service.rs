@@ -17,9 +17,10 @@ use crate::ports::{Clock, LeaseStore};
 
 use super::election::{ElectionConfig, Elector, Transition};
 use super::http::{self, Status};
-use super::metrics::Metrics;
-use super::reconciler::{Backends, CycleReport, Reconciler, Settings};
+use super::reconciler::{CycleReport, Reconciler, Settings};
 use super::reload::{PolicyWatcher, ReloadOutcome};
+use crate::ports::Backends;
+use crate::telemetry::Metrics;
 
 #[derive(Debug, Clone)]
 pub struct ServiceOptions {

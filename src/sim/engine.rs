@@ -8,13 +8,13 @@
 use std::time::Duration;
 
 use crate::adapters::memory::MemoryRegion;
-use crate::app::metrics::Metrics;
-use crate::app::{Backends, Leadership, Reconciler, Settings};
+use crate::app::{Leadership, Reconciler, Settings};
 use crate::core::{Action, Outcome, PoolPolicy};
 use crate::ports::Actuator;
+use crate::telemetry::Metrics;
 
 use super::scenario::{Model, PoolSpec, Scenario};
-use super::traffic::Rate;
+use crate::replay::traffic::Rate;
 
 /// Scores of one run (DESIGN §8), the fields of `summary.json`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -416,7 +416,7 @@ pub async fn run_policy(inputs: &PoolInputs<'_>, label: &str, policy: &PoolPolic
     };
     let pool_policy = &set.pools[&inputs.spec.name];
     let mut reconciler = Reconciler::new(
-        Backends::in_memory(&region),
+        region.backends(),
         Settings {
             region: region_name.to_string(),
             controller_id: "simulator".into(),

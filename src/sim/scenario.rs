@@ -29,8 +29,8 @@ use serde::Deserialize;
 
 use crate::core::policy::{self, Band, PoolPolicy};
 
-use super::trace::Trace;
-use super::traffic::Scale;
+use crate::replay::trace::Trace;
+use crate::replay::traffic::Scale;
 
 /// The fleet and cost model.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,7 +103,7 @@ pub enum ScenarioError {
     #[error("{file}: {message}")]
     Parse { file: String, message: String },
     #[error("{0}")]
-    Trace(#[from] super::trace::TraceError),
+    Trace(#[from] crate::replay::trace::TraceError),
     #[error("{0}")]
     Policy(#[from] policy::PolicyError),
     #[error("{file}: {message}")]
@@ -317,7 +317,7 @@ impl Scenario {
             let mut policies = Vec::new();
             for f in &p.policies {
                 let path = base.join(f);
-                let set = policy::load_paths(std::slice::from_ref(&path))?;
+                let set = crate::app::policy_files::load_paths(std::slice::from_ref(&path))?;
                 let Some(pol) = set.pools.values().next() else {
                     return Err(invalid(format!("{f} defines no pool")));
                 };
@@ -364,7 +364,7 @@ impl Scenario {
         launch_time: Option<Duration>,
     ) -> Result<Scenario, ScenarioError> {
         let trace = Trace::load(trace_path)?;
-        let set = policy::load_paths(policies)?;
+        let set = crate::app::policy_files::load_paths(policies)?;
         let region = default_region();
         let mut model = Model::default();
         if let Some(l) = launch_time {

@@ -11,10 +11,10 @@ use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use mrgc_autoscaler::adapters::aws::{AwsBackends, AwsClients, AwsOptions, tables};
-use mrgc_autoscaler::app::metrics::Metrics;
 use mrgc_autoscaler::core::PolicySet;
 use mrgc_autoscaler::core::policy::{PolicySource, parse_sources};
 use mrgc_autoscaler::schema;
+use mrgc_autoscaler::telemetry::Metrics;
 
 /// The server's endpoint, or None after printing why the test is skipped. Under `CI=true` a
 /// missing endpoint fails the test: CI must run these.

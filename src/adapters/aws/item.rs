@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use crate::app::metrics::Metrics;
+use crate::telemetry::Metrics;
 
 pub type Item = HashMap<String, AttributeValue>;
 

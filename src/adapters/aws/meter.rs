@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use aws_sdk_dynamodb::types::ConsumedCapacity;
 
-use crate::app::metrics::Metrics;
+use crate::telemetry::Metrics;
 
 /// Usage of one (table, operation).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::adapters::memory::metric_name;
 use crate::core::Sample;
 use crate::ports::{MetricsSource, PortResult};
 use crate::schema;
@@ -46,7 +45,7 @@ impl MetricsSource for DynamoMetricsSource {
         let Some((lo, hi)) = second_bounds(from_ms, to_ms) else {
             return Ok(Vec::new());
         };
-        let name = metric_name(metric, pool, region);
+        let name = crate::schema::metric_key(metric, pool, region);
         let items = query_pages(
             &self.c,
             &self.table,

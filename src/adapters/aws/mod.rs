@@ -34,10 +34,10 @@ use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::orchestrator::{HttpResponse, Metadata};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
-use crate::app::metrics::Metrics;
-use crate::app::reconciler::Backends;
+use crate::ports::Backends;
 use crate::ports::{LeaseStore, PortError};
 use crate::schema;
+use crate::telemetry::Metrics;
 
 pub use actuator::AsgActuator;
 pub use decision_log::{DynamoDecisionLog, record_from_item, record_to_item};

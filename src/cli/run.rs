@@ -1,0 +1,288 @@
+//! `run`: the reconcile loop, on the embedded in-memory region or on AWS.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use mrgc_autoscaler::adapters::aws::tables::{self, TablesError};
+use mrgc_autoscaler::adapters::aws::{AwsBackends, AwsOptions};
+use mrgc_autoscaler::app::clock::TokioClock;
+use mrgc_autoscaler::app::election::ElectionConfig;
+use mrgc_autoscaler::app::http::Status;
+use mrgc_autoscaler::app::local::{LocalHooks, LocalOptions, run_local};
+use mrgc_autoscaler::app::reconciler::Settings;
+use mrgc_autoscaler::app::service::{ServiceDeps, ServiceOptions, run_service};
+use mrgc_autoscaler::core::policy::PolicySet;
+use mrgc_autoscaler::schema;
+use mrgc_autoscaler::telemetry::Metrics;
+
+use super::{
+    EXIT_USAGE, default_controller_id, load_policies, parse_duration, runtime, shutdown_signal,
+    spawn_sighup,
+};
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(super) enum Backend {
+    /// The embedded in-memory region with a traffic replay (no AWS account needed).
+    Local,
+    /// DynamoDB, Auto Scaling and CloudWatch in --region.
+    Aws,
+}
+
+#[derive(Args)]
+pub(super) struct RunArgs {
+    #[arg(long, env = "MRGC_BACKEND", value_enum, default_value_t = Backend::Local)]
+    pub(super) backend: Backend,
+    /// Policy directory or files.
+    #[arg(
+        long,
+        env = "MRGC_POLICIES",
+        default_value = "policies",
+        value_delimiter = ','
+    )]
+    policies: Vec<PathBuf>,
+    #[arg(long, env = "MRGC_REGION", default_value = "us-east-1")]
+    region: String,
+    /// Time between reconcile cycles.
+    #[arg(long, env = "MRGC_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    interval: Duration,
+    /// Local backend: controller seconds per wall second.
+    #[arg(long, env = "MRGC_SPEED", default_value_t = 60.0)]
+    speed: f64,
+    /// Local backend: controller time to run for (default: until Ctrl-C).
+    #[arg(long, env = "MRGC_DURATION", value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Decide and record, never act.
+    #[arg(long, env = "MRGC_DRY_RUN")]
+    dry_run: bool,
+    /// Local backend: replay this trace (timestamp_s,rps CSV) instead of the embedded one.
+    #[arg(long, env = "MRGC_TRACE")]
+    trace: Option<PathBuf>,
+    /// Local backend: seed for arrivals and launch jitter.
+    #[arg(long, env = "MRGC_SEED", default_value_t = 1)]
+    seed: u64,
+    /// This replica's identity in leases and decision records (default: hostname-pid).
+    #[arg(long, env = "MRGC_CONTROLLER_ID")]
+    controller_id: Option<String>,
+    /// Record an unchanged `none` decision at least this often.
+    #[arg(long, env = "MRGC_RECORD_HEARTBEAT", default_value = "10m", value_parser = parse_duration)]
+    record_heartbeat: Duration,
+    /// AWS backend: table names are `<prefix>-<table>`.
+    #[arg(long, env = "MRGC_TABLE_PREFIX")]
+    table_prefix: Option<String>,
+    /// AWS backend: a local AWS-compatible server (moto, LocalStack) instead of AWS.
+    #[arg(long, env = "MRGC_ENDPOINT_URL")]
+    endpoint_url: Option<String>,
+    /// AWS backend: do not publish per-pool gauges to CloudWatch.
+    #[arg(long, env = "MRGC_NO_CLOUDWATCH")]
+    no_cloudwatch: bool,
+    /// Evaluate this candidate policy set beside the live one every cycle and record what it
+    /// would have done (dry-run records with its own policy hash); never acted on.
+    #[arg(long, env = "MRGC_SHADOW_POLICIES", value_delimiter = ',')]
+    shadow_policies: Option<Vec<PathBuf>>,
+    /// Serve /healthz, /readyz and /metrics here (port 0: any free port).
+    #[arg(long, env = "MRGC_LISTEN", default_value = "127.0.0.1:9464")]
+    listen: std::net::SocketAddr,
+    /// Re-read the policy files this often when they changed (and at once on SIGHUP).
+    #[arg(long, env = "MRGC_POLICY_POLL", default_value = "5s", value_parser = parse_duration)]
+    policy_poll: Duration,
+    /// How long a leader's lease lasts without renewal.
+    #[arg(long, env = "MRGC_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    lease_duration: Duration,
+    /// How often the leader renews its lease.
+    #[arg(long, env = "MRGC_RENEW_EVERY", default_value = "5s", value_parser = parse_duration)]
+    renew_every: Duration,
+    /// How often a standby reads the lease: after the leader's SIGTERM it takes over within
+    /// this. Each standby reads once per poll (about 1.3 M read units a month at 1 s).
+    #[arg(long, env = "MRGC_STANDBY_POLL", default_value = "1s", value_parser = parse_duration)]
+    standby_poll: Duration,
+}
+
+pub(super) fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
+    let set = match load_policies(&a.policies) {
+        Ok(s) => s,
+        Err(code) => return Ok(code),
+    };
+    if a.interval.is_zero() || !(a.speed.is_finite() && a.speed > 0.0) {
+        eprintln!("error: --interval must be longer than zero and --speed a positive number");
+        return Ok(ExitCode::from(EXIT_USAGE));
+    }
+    let controller_id = a
+        .controller_id
+        .clone()
+        .unwrap_or_else(default_controller_id);
+    let shadow = match &a.shadow_policies {
+        Some(paths) => match load_policies(paths) {
+            Ok(s) => Some(s),
+            Err(code) => return Ok(code),
+        },
+        None => None,
+    };
+    if a.renew_every.is_zero() || a.lease_duration <= a.renew_every * 2 {
+        eprintln!(
+            "error: --lease-duration ({}) must be more than twice --renew-every ({}) so a leader renews before it expires",
+            humantime::format_duration(a.lease_duration),
+            humantime::format_duration(a.renew_every)
+        );
+        return Ok(ExitCode::from(EXIT_USAGE));
+    }
+    let rt = runtime()?;
+    match a.backend {
+        Backend::Aws => {
+            let Some(prefix) = a.table_prefix.clone().filter(|p| !p.is_empty()) else {
+                eprintln!("error: --backend aws needs --table-prefix (MRGC_TABLE_PREFIX)");
+                return Ok(ExitCode::from(EXIT_USAGE));
+            };
+            if !set.pools.values().any(|p| p.region(&a.region).is_some()) {
+                eprintln!(
+                    "error: no pool has a policy for region {0}: add a [regions.{0}] section or pick another --region",
+                    a.region
+                );
+                return Ok(ExitCode::from(EXIT_USAGE));
+            }
+            rt.block_on(run_aws(set, a, prefix, controller_id, shadow))
+        }
+        Backend::Local => {
+            println!(
+                "backend: local (embedded in-memory region {}, traffic replay at {}x); policies {} (hash {})",
+                a.region,
+                a.speed,
+                a.policies
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                set.hash
+            );
+            let listen = a.listen;
+            let opts = LocalOptions {
+                region: a.region,
+                interval: a.interval,
+                speed: a.speed,
+                duration: a.duration,
+                dry_run: a.dry_run,
+                trace: a.trace,
+                seed: a.seed,
+                controller_id,
+                record_heartbeat: a.record_heartbeat,
+                shadow,
+                policy_paths: a.policies,
+                shadow_paths: a.shadow_policies.unwrap_or_default(),
+                policy_poll: a.policy_poll,
+                lease_duration: a.lease_duration,
+                renew_every: a.renew_every,
+            };
+            let mut out = std::io::stdout();
+            let result = rt.block_on(async {
+                // The demo runs without endpoints rather than not at all when the port is taken.
+                let listener = match tokio::net::TcpListener::bind(listen).await {
+                    Ok(l) => {
+                        if let Ok(addr) = l.local_addr() {
+                            println!("endpoints: http://{addr}/metrics, /healthz, /readyz");
+                        }
+                        Some(l)
+                    }
+                    Err(e) => {
+                        eprintln!(
+                            "warning: cannot listen on {listen} ({e}); running without endpoints (pick another with --listen)"
+                        );
+                        None
+                    }
+                };
+                let reload = std::sync::Arc::new(tokio::sync::Notify::new());
+                spawn_sighup(reload.clone());
+                let hooks = LocalHooks { listener, reload };
+                run_local(set, opts, hooks, &mut out, shutdown_signal()).await
+            });
+            match result {
+                Ok(_) => Ok(ExitCode::SUCCESS),
+                Err(e @ mrgc_autoscaler::app::local::LocalError::Io(_)) => Err(e.into()),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::from(EXIT_USAGE))
+                }
+            }
+        }
+    }
+}
+
+pub(super) async fn run_aws(
+    set: PolicySet,
+    a: RunArgs,
+    prefix: String,
+    controller_id: String,
+    shadow: Option<PolicySet>,
+) -> anyhow::Result<ExitCode> {
+    let metrics = Metrics::new();
+    let mut opts = AwsOptions::new(&a.region, &prefix, a.endpoint_url.clone());
+    opts.cloudwatch = !a.no_cloudwatch;
+    let aws = AwsBackends::build(&opts, &metrics).await;
+    match tables::verify_tables(&aws.clients, &schema::ALL).await {
+        Ok(warnings) => {
+            for w in warnings {
+                tracing::warn!("{w}");
+            }
+        }
+        Err(e @ (TablesError::Missing(_) | TablesError::Differ(_))) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context("checking the tables")),
+    }
+    println!(
+        "backend: aws in {} (tables {prefix}-*{}); controller {controller_id}; policies hash {}",
+        a.region,
+        a.endpoint_url
+            .as_deref()
+            .map(|u| format!(", endpoint {u}"))
+            .unwrap_or_default(),
+        set.hash
+    );
+    let listener = match tokio::net::TcpListener::bind(a.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "error: cannot listen on {} ({e}); pick another --listen",
+                a.listen
+            );
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+    };
+    let (backends, leases) = aws.ports();
+    let mut election =
+        ElectionConfig::new(&a.region, &controller_id).with_timing(a.lease_duration, a.renew_every);
+    election.standby_poll = a.standby_poll;
+    let opts = ServiceOptions {
+        settings: Settings {
+            region: a.region.clone(),
+            controller_id: controller_id.clone(),
+            dry_run: a.dry_run,
+            record_heartbeat: a.record_heartbeat,
+        },
+        interval: a.interval,
+        election,
+        policy_paths: a.policies.clone(),
+        policy_poll: a.policy_poll,
+        shadow,
+        shadow_paths: a.shadow_policies.clone().unwrap_or_default(),
+    };
+    let status = Status::new(a.interval);
+    let reload = std::sync::Arc::new(tokio::sync::Notify::new());
+    spawn_sighup(reload.clone());
+    tracing::info!(
+        listen = %listener.local_addr().unwrap_or(a.listen),
+        "serving /healthz, /readyz and /metrics"
+    );
+    let deps = ServiceDeps {
+        backends,
+        leases,
+        clock: std::sync::Arc::new(TokioClock::new(1.0)),
+        status,
+        reload,
+        listener: Some(listener),
+    };
+    run_service(set, opts, deps, metrics, shutdown_signal(), |_| {}).await;
+    Ok(ExitCode::SUCCESS)
+}
