@@ -876,7 +876,7 @@ fn confirmation_and_collapse_knobs_are_validated_and_sweepable() {
         "bad.toml:5:11: scale_up.confirm = 5 is outside 1–3 samples",
         "bad.toml:6:18: scale_up.confirm_unless = 0 is outside (0, 100]",
         "bad.toml:8:18: scale_down.collapse_below = 1.5 is outside (0, 1)",
-        "bad.toml:9:17: scale_down.collapse_hold is longer than a day",
+        "bad.toml:9:17: scale_down.collapse_hold (2days) is longer than a day",
     ] {
         assert!(err.contains(want), "missing `{want}` in:\n{err}");
     }
