@@ -51,6 +51,7 @@ fn bench_decide(iterations: usize) {
             launching: 4,
             held: 1,
             skipped: 0,
+            ..Default::default()
         },
         asg: AsgState {
             name: "asg-model-a".into(),
@@ -60,6 +61,7 @@ fn bench_decide(iterations: usize) {
         },
         seasonal: vec![],
         learned_launch: None,
+        ..Default::default()
     };
     let mut times = Vec::with_capacity(iterations);
     let mut sink = 0u64;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::core::{AsgState, DecisionRecord, InstanceRecord, Sample};
+use crate::core::{AsgState, DecisionKey, DecisionRecord, InstanceRecord, Outcome, Sample};
 
 /// Errors a port reports, split the way the reconciler reacts to them.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -128,9 +128,18 @@ pub struct Fence {
 /// The autoscaling-state table.
 #[async_trait]
 pub trait DecisionLog: Send + Sync {
-    /// Append a record. With a fence, the write fails with `Conflict` unless the lease is
-    /// held as the fence says. A key collision is retried with the next slot, never overwrites.
-    async fn append(&self, record: &DecisionRecord, fence: Option<&Fence>) -> PortResult<()>;
+    /// Append a record; returns the key it was written under. With a fence, the write fails
+    /// with `Conflict` unless the lease is held as the fence says. A key collision is retried
+    /// with the next slot, never overwrites.
+    async fn append(
+        &self,
+        record: &DecisionRecord,
+        fence: Option<&Fence>,
+    ) -> PortResult<DecisionKey>;
+
+    /// Set the outcome of a record appended as `pending` (under `record.key`), once its plan
+    /// ran. Only a pending record changes.
+    async fn settle(&self, record: &DecisionRecord, outcome: &Outcome) -> PortResult<()>;
 
     /// Records for `pool` after `since_ms`, newest first, at most `limit`; `region` filters.
     async fn history(

@@ -250,6 +250,44 @@ impl Metrics {
     }
 
     /// The name of every metric this controller exports.
+    /// The gauges and counters of one live decision.
+    pub fn observe_decision(
+        &self,
+        pool: &str,
+        region: &str,
+        d: &crate::core::Decision,
+        outcome: &crate::core::Outcome,
+    ) {
+        let l = &[pool, region];
+        if let Some(rps) = d.rps {
+            self.pool_rps.with_label_values(l).set(rps);
+        }
+        self.pool_serving
+            .with_label_values(l)
+            .set(i64::from(d.serving));
+        self.pool_launching
+            .with_label_values(l)
+            .set(i64::from(d.launching));
+        self.pool_held.with_label_values(l).set(i64::from(d.held));
+        self.pool_desired
+            .with_label_values(l)
+            .set(i64::from(d.desired));
+        if let Some(u) = d.utilisation {
+            self.pool_utilisation.with_label_values(l).set(u);
+        }
+        if let Some(age) = d.metrics_age_ms {
+            self.metrics_age
+                .with_label_values(l)
+                .set(age as f64 / 1000.0);
+        }
+        self.decisions
+            .with_label_values(&[pool, region, d.action.as_str(), d.reason_code.as_str()])
+            .inc();
+        self.decision_results
+            .with_label_values(&[pool, region, outcome.label()])
+            .inc();
+    }
+
     pub fn names(&self) -> &[String] {
         &self.names
     }

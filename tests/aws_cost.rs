@@ -89,8 +89,14 @@ async fn controller_dynamodb_cost_per_cycle_and_month() {
 
     let (backends, _) = env.aws.ports();
     let leases: Arc<dyn LeaseStore> = env.aws.leases.clone();
-    let mut leader = Elector::new(leases.clone(), ElectionConfig::new(region, "leader"));
-    let mut standby = Elector::new(leases, ElectionConfig::new(region, "standby"));
+    let clock: Arc<dyn mrgc_autoscaler::ports::Clock> =
+        Arc::new(mrgc_autoscaler::app::clock::ManualClock::new(T0 * 1000));
+    let mut leader = Elector::new(
+        leases.clone(),
+        ElectionConfig::new(region, "leader"),
+        clock.clone(),
+    );
+    let mut standby = Elector::new(leases, ElectionConfig::new(region, "standby"), clock);
     let settings = Settings {
         region: region.into(),
         controller_id: "leader".into(),

@@ -106,6 +106,7 @@ fn run(c: &Case) -> mrgc_autoscaler::core::Decision {
             launching: c.launching,
             held: c.held,
             skipped: 0,
+            ..Default::default()
         },
         asg: AsgState {
             name: "asg-a".into(),
@@ -115,6 +116,7 @@ fn run(c: &Case) -> mrgc_autoscaler::core::Decision {
         },
         seasonal: vec![],
         learned_launch: None,
+        ..Default::default()
     };
     decide(&p, "us-east-1", &obs, &h, NOW)
 }
@@ -433,6 +435,7 @@ fn asg_desired_adds_held_and_respects_the_groups_bounds() {
             launching: 0,
             held: 3,
             skipped: 0,
+            ..Default::default()
         },
         asg: AsgState {
             name: "asg-a".into(),
@@ -442,6 +445,7 @@ fn asg_desired_adds_held_and_respects_the_groups_bounds() {
         },
         seasonal: vec![],
         learned_launch: None,
+        ..Default::default()
     };
     let d = decide(&p, "us-east-1", &obs, &PoolHistory::default(), NOW);
     assert_eq!(d.desired, 80);
@@ -468,6 +472,7 @@ fn a_region_without_policy_is_left_alone() {
         },
         seasonal: vec![],
         learned_launch: None,
+        ..Default::default()
     };
     let d = decide(&p, "eu-west-1", &obs, &PoolHistory::default(), NOW);
     assert_eq!(
@@ -517,6 +522,7 @@ fn observation(samples: &[(i64, f64)], serving: u32, launching: u32, held: u32) 
             launching,
             held,
             skipped: 0,
+            ..Default::default()
         },
         asg: AsgState {
             name: "asg-a".into(),
@@ -526,6 +532,7 @@ fn observation(samples: &[(i64, f64)], serving: u32, launching: u32, held: u32) 
         },
         seasonal: vec![],
         learned_launch: None,
+        ..Default::default()
     }
 }
 
@@ -628,6 +635,7 @@ fn ramp_obs(serving: u32, start_rps: f64, per_min: f64, minutes: i64) -> Observa
             launching: 0,
             held: 0,
             skipped: 0,
+            ..Default::default()
         },
         asg: AsgState {
             name: "asg-a".into(),
@@ -637,6 +645,7 @@ fn ramp_obs(serving: u32, start_rps: f64, per_min: f64, minutes: i64) -> Observa
         },
         seasonal: vec![],
         learned_launch: None,
+        ..Default::default()
     }
 }
 

@@ -38,7 +38,7 @@ fn instance(id: &str, age_s: i64, queue: u32) -> InstanceRecord {
         region: Arc::from(REGION),
         model_pool: Arc::from("model-a"),
         state: InstanceState::Available,
-        queue_depth: queue,
+        queue_depth: Some(queue),
         last_heartbeat_ms: T0,
         launch_time_ms: T0 - age_s * 1000,
         health: Some(Health::Healthy),
@@ -407,9 +407,12 @@ async fn a_new_leader_finishes_the_drains_of_the_old_one_and_followers_never_do(
 }
 
 #[tokio::test]
-async fn dry_run_and_followers_name_the_victims_but_never_drain() {
+async fn dry_run_and_followers_show_the_same_plan_but_never_drain() {
     let p = policy("");
-    for (dry_run, lead) in [(true, Leadership::sole()), (false, Leadership::follower())] {
+    for (dry_run, lead, why) in [
+        (true, Leadership::sole(), "dry-run"),
+        (false, Leadership::follower(), "not leader"),
+    ] {
         let r = region();
         let mut rec = reconciler(&r, dry_run);
         let d = cycle(&r, &mut rec, &p, T0, 3.75, &lead).await;
@@ -417,10 +420,12 @@ async fn dry_run_and_followers_name_the_victims_but_never_drain() {
         assert!(
             d.decision
                 .reason
-                .contains("would drain i-failed, i-old-idle, i-young-idle, i-lighter, i-light"),
+                .contains("draining i-failed, i-old-idle, i-young-idle, i-lighter, i-light"),
             "{}",
             d.decision.reason
         );
+        assert_eq!(d.decision.plan.steps.len(), 5, "{:?}", d.decision.plan);
+        assert_eq!(d.outcome, Outcome::Skipped(why.into()));
         assert!(draining(&r).is_empty());
         assert_eq!(r.calls().mark_draining, 0);
         assert_eq!(r.asg_desired(ASG), Some(8));

@@ -147,9 +147,13 @@ async fn a_failed_action_is_recorded_and_retried_next_cycle() {
     let a = c.pools.iter().find(|x| x.pool == "model-a").unwrap();
     assert_eq!(
         a.outcome,
-        Outcome::Failed("transient: Throttling: Rate exceeded".into())
+        Outcome::Failed("set desired capacity 16: transient: Throttling: Rate exceeded".into())
     );
     assert!(a.recorded);
+    // Recorded before acting, then settled with what happened.
+    let recs = r.decisions();
+    let rec_a = recs.iter().find(|x| x.model_pool == "model-a").unwrap();
+    assert_eq!(rec_a.result, a.outcome);
     let c = rec
         .reconcile_all(&p, T0 + 30_000, &Leadership::sole())
         .await;
@@ -216,7 +220,7 @@ async fn a_deposed_leader_cannot_append() {
         .await
         .unwrap();
     let mut rec = reconciler(&r, false);
-    traffic(&r, T0 - 300_000, T0, 10.0, 10.0);
+    traffic(&r, T0 - 300_000, T0, 20.0, 20.0);
     let stale = Leadership {
         fence: Some(Fence {
             lease_key: key,
@@ -224,8 +228,8 @@ async fn a_deposed_leader_cannot_append() {
             epoch: old.epoch,
         }),
         epoch: old.epoch,
-        can_act: true,
         is_leader: true,
+        guard: mrgc_autoscaler::app::leadership::ActGuard::always(),
     };
     let c = rec.reconcile_all(&p, T0, &stale).await;
     assert!(c.lost_leadership);
@@ -235,6 +239,16 @@ async fn a_deposed_leader_cannot_append() {
             .all(|(_, e)| matches!(e, PoolError::Record(PortError::Conflict(_))))
     );
     assert!(r.decisions().is_empty());
+    // Both pools wanted to scale up (20 rps on 8 instances): neither did, not even the one
+    // after the pool whose fenced append failed. Records come before actions.
+    assert_eq!(
+        c.errors.len(),
+        1,
+        "the second pool no longer tries to record"
+    );
+    assert!(!c.pools.is_empty());
+    assert!(c.pools.iter().all(|p| p.decision.action == Action::ScaleUp));
+    assert_eq!(r.calls().set_desired, 0, "a deposed leader acted");
 }
 
 #[tokio::test]

@@ -21,7 +21,7 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::core::{
-    AsgState, DecisionKey, DecisionRecord, Health, InstanceRecord, InstanceState, Sample,
+    AsgState, DecisionKey, DecisionRecord, Health, InstanceRecord, InstanceState, Outcome, Sample,
     Validation,
 };
 use crate::ports::{
@@ -85,6 +85,8 @@ struct State {
     drain_rps: f64,
     calls: Calls,
     fail_set_desired: Vec<PortError>,
+    /// The next this many appends fail (transiently).
+    fail_appends: u32,
     fail_inventory: HashMap<String, PortError>,
 }
 
@@ -111,6 +113,7 @@ impl MemoryRegion {
                 drain_rps: 0.0,
                 calls: Calls::default(),
                 fail_set_desired: Vec::new(),
+                fail_appends: 0,
                 fail_inventory: HashMap::new(),
             })),
         }
@@ -179,7 +182,7 @@ impl MemoryRegion {
                         region: region.clone(),
                         model_pool: g.pool.clone(),
                         state: InstanceState::Available,
-                        queue_depth: 0,
+                        queue_depth: Some(0),
                         last_heartbeat_ms: now_ms,
                         launch_time_ms: now_ms,
                         health: Some(Health::Healthy),
@@ -252,7 +255,7 @@ impl MemoryRegion {
 
     pub fn set_queue_depth(&self, instance_id: &str, depth: u32) {
         if let Some(m) = self.lock().instances.get_mut(instance_id) {
-            m.rec.queue_depth = depth;
+            m.rec.queue_depth = Some(depth);
         }
     }
 
@@ -277,7 +280,7 @@ impl MemoryRegion {
         let each = (backlog / available.len() as f64).ceil().max(0.0) as u32;
         for id in available {
             if let Some(m) = s.instances.get_mut(id) {
-                m.rec.queue_depth = each;
+                m.rec.queue_depth = Some(each);
             }
         }
     }
@@ -357,6 +360,11 @@ impl MemoryRegion {
     /// The next `set_desired` calls fail with these errors, in order.
     pub fn fail_set_desired(&self, errors: Vec<PortError>) {
         self.lock().fail_set_desired = errors;
+    }
+
+    /// The next `n` decision-log appends fail (transiently).
+    pub fn fail_appends(&self, n: u32) {
+        self.lock().fail_appends = n;
     }
 
     /// Inventory reads for `pool` fail with `err` until cleared with None.
@@ -448,7 +456,7 @@ impl State {
                     m.rec.last_heartbeat_ms = m.ready_at_ms;
                 }
                 InstanceState::Draining if m.drained_at_ms.is_some_and(|t| t <= now_ms) => {
-                    m.rec.queue_depth = 0;
+                    m.rec.queue_depth = Some(0);
                     m.drained_at_ms = None;
                 }
                 _ => {}
@@ -488,7 +496,7 @@ impl State {
                             region: self.region.clone(),
                             model_pool: pool.clone(),
                             state: InstanceState::Launching,
-                            queue_depth: 0,
+                            queue_depth: Some(0),
                             last_heartbeat_ms: now_ms,
                             launch_time_ms: now_ms,
                             health: Some(Health::Healthy),
@@ -600,8 +608,9 @@ impl Inventory for MemoryRegion {
         )?;
         m.rec.state = InstanceState::Draining;
         m.rec.drain_started_ms = Some(at_ms);
-        m.drained_at_ms = (rate > 0.0)
-            .then(|| at_ms + (f64::from(m.rec.queue_depth) / rate * 1000.0).ceil() as i64);
+        m.drained_at_ms = (rate > 0.0).then(|| {
+            at_ms + (f64::from(m.rec.queue_depth.unwrap_or(0)) / rate * 1000.0).ceil() as i64
+        });
         Ok(())
     }
 
@@ -701,8 +710,18 @@ impl Actuator for MemoryRegion {
 
 #[async_trait]
 impl DecisionLog for MemoryRegion {
-    async fn append(&self, record: &DecisionRecord, fence: Option<&Fence>) -> PortResult<()> {
+    async fn append(
+        &self,
+        record: &DecisionRecord,
+        fence: Option<&Fence>,
+    ) -> PortResult<DecisionKey> {
         let mut s = self.lock();
+        if s.fail_appends > 0 {
+            s.fail_appends -= 1;
+            return Err(PortError::Transient(
+                "injected: the decision log is unavailable".into(),
+            ));
+        }
         if let Some(f) = fence {
             let ok = s
                 .leases
@@ -721,14 +740,37 @@ impl DecisionLog for MemoryRegion {
             rec.key = rec.key.with_slot(slot);
             let k = (rec.model_pool.clone(), rec.key);
             if let std::collections::btree_map::Entry::Vacant(e) = s.decisions.entry(k) {
+                let key = rec.key;
                 e.insert(rec);
-                return Ok(());
+                return Ok(key);
             }
         }
         Err(PortError::Conflict(format!(
             "ten records for {} in one millisecond",
             record.model_pool
         )))
+    }
+
+    async fn settle(&self, record: &DecisionRecord, outcome: &Outcome) -> PortResult<()> {
+        let mut s = self.lock();
+        match s
+            .decisions
+            .get_mut(&(record.model_pool.clone(), record.key))
+        {
+            Some(r) if r.result == Outcome::Pending => {
+                r.result = outcome.clone();
+                Ok(())
+            }
+            Some(r) => Err(PortError::Conflict(format!(
+                "record {} is {}, not pending",
+                record.key.to_number(),
+                r.result.to_attr()
+            ))),
+            None => Err(PortError::NotFound(format!(
+                "record {}",
+                record.key.to_number()
+            ))),
+        }
     }
 
     async fn history(

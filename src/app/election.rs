@@ -7,11 +7,12 @@
 //! `act_margin` before that runs out.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use crate::ports::{Fence, Lease, LeaseStore, PortError};
+use crate::ports::{Clock, Fence, Lease, LeaseStore, PortError};
 
-use super::reconciler::Leadership;
+use super::leadership::{ActGuard, Leadership};
 
 #[derive(Debug, Clone)]
 pub struct ElectionConfig {
@@ -86,16 +87,36 @@ pub struct Elector {
     cfg: ElectionConfig,
     role: Role,
     last_renew_try_ms: i64,
+    clock: Arc<dyn Clock>,
+    /// Until when (controller clock, ms) this replica may act: shared with every `ActGuard`
+    /// it hands out, so a guard asked mid-cycle sees the lease as it is now.
+    act_until_ms: Arc<AtomicI64>,
 }
 
 impl Elector {
-    pub fn new(store: Arc<dyn LeaseStore>, cfg: ElectionConfig) -> Self {
+    pub fn new(store: Arc<dyn LeaseStore>, cfg: ElectionConfig, clock: Arc<dyn Clock>) -> Self {
         Elector {
             store,
             cfg,
             role: Role::Follower { observed: None },
             last_renew_try_ms: i64::MIN,
+            clock,
+            act_until_ms: Arc::new(AtomicI64::new(i64::MIN)),
         }
+    }
+
+    /// The lease is ours from `sent_ms` (when the successful write was sent): acting is
+    /// allowed until one lease duration later, less the margin.
+    fn held_from(&self, sent_ms: i64) {
+        let until = sent_ms
+            .saturating_add(self.cfg.lease_duration.as_millis() as i64)
+            .saturating_sub(self.cfg.act_margin.as_millis() as i64);
+        self.act_until_ms.store(until, Ordering::SeqCst);
+    }
+
+    fn lost(&mut self) {
+        self.role = Role::Follower { observed: None };
+        self.act_until_ms.store(i64::MIN, Ordering::SeqCst);
     }
 
     pub fn config(&self) -> &ElectionConfig {
@@ -119,8 +140,8 @@ impl Elector {
                         epoch: lease.epoch,
                     }),
                     epoch: lease.epoch,
-                    can_act: now_ms < expires - self.cfg.act_margin.as_millis() as i64,
                     is_leader: valid,
+                    guard: ActGuard::lease(self.clock.clone(), self.act_until_ms.clone()),
                 }
             }
         }
@@ -147,17 +168,18 @@ impl Elector {
                             lease: l,
                             renewed_at_ms: now_ms,
                         };
+                        self.held_from(now_ms);
                         Transition::None
                     }
                     Err(PortError::Conflict(why)) => {
-                        self.role = Role::Follower { observed: None };
+                        self.lost();
                         Transition::Lost { reason: why }
                     }
                     Err(e) => {
                         // Could not reach the store: keep leading only while the lease we hold
                         // is certainly still ours.
                         if now_ms >= renewed_at_ms + self.cfg.lease_duration.as_millis() as i64 {
-                            self.role = Role::Follower { observed: None };
+                            self.lost();
                             Transition::Lost {
                                 reason: format!("could not renew before expiry: {e}"),
                             }
@@ -207,6 +229,7 @@ impl Elector {
                             lease: l,
                             renewed_at_ms: now_ms,
                         };
+                        self.held_from(now_ms);
                         self.last_renew_try_ms = now_ms;
                         Transition::Acquired { epoch }
                     }
@@ -223,7 +246,7 @@ impl Elector {
     pub async fn release(&mut self) -> Result<(), PortError> {
         if let Role::Leader { lease, .. } = &self.role {
             let epoch = lease.epoch;
-            self.role = Role::Follower { observed: None };
+            self.lost();
             self.store
                 .release(&self.cfg.key, &self.cfg.holder, epoch)
                 .await?;
@@ -236,11 +259,21 @@ impl Elector {
 mod tests {
     use super::*;
     use crate::adapters::memory::MemoryRegion;
+    use crate::app::leadership::Permit;
 
     fn elector(store: &MemoryRegion, holder: &str) -> Elector {
+        elector_at(store, holder, &crate::app::clock::ManualClock::new(0))
+    }
+
+    fn elector_at(
+        store: &MemoryRegion,
+        holder: &str,
+        clock: &crate::app::clock::ManualClock,
+    ) -> Elector {
         Elector::new(
             Arc::new(store.clone()),
             ElectionConfig::new("us-east-1", holder),
+            Arc::new(clock.clone()),
         )
     }
 
@@ -268,10 +301,31 @@ mod tests {
         // a dies: no more renewals.
         assert_eq!(b.tick(15_999).await, Transition::None);
         assert_eq!(b.tick(16_000).await, Transition::Acquired { epoch: 2 });
-        // a's stale view: it still believes until its own lease time runs out, but cannot act
-        // within the margin and its renewal fails.
-        assert!(!a.leadership(10_001).can_act);
+        // a's stale view: it still believes until its own lease time runs out, but its renewal
+        // fails.
         assert!(matches!(a.tick(16_000).await, Transition::Lost { .. }));
+        assert_eq!(a.leadership(16_000).guard.permit(), Permit::Denied);
+    }
+
+    #[tokio::test]
+    async fn the_guard_closes_a_margin_before_the_lease_runs_out_on_its_own_clock() {
+        let store = MemoryRegion::new("us-east-1", 1);
+        let clock = crate::app::clock::ManualClock::new(0);
+        let mut a = elector_at(&store, "a", &clock);
+        assert_eq!(a.tick(0).await, Transition::Acquired { epoch: 1 });
+        // Taken once per cycle, asked before each action: it reads the clock then.
+        let guard = a.leadership(0).guard;
+        assert_eq!(guard.permit(), Permit::For(Duration::from_secs(10)));
+        clock.set(9_999);
+        assert_eq!(guard.permit(), Permit::For(Duration::from_millis(1)));
+        clock.set(10_000);
+        assert_eq!(guard.permit(), Permit::Denied, "lease 15 s, margin 5 s");
+        // A renewal opens it again for the guards already handed out.
+        a.tick(10_000).await;
+        assert_eq!(guard.permit(), Permit::For(Duration::from_secs(10)));
+        // Revoked (a fenced append failed): closed at once.
+        guard.revoke();
+        assert_eq!(guard.permit(), Permit::Denied);
     }
 
     #[tokio::test]

@@ -13,6 +13,7 @@ use axum::routing::get;
 use tokio::sync::watch;
 
 use super::election::LeaderState;
+use super::leadership::{ActGuard, Permit};
 use crate::telemetry::Metrics;
 
 /// What the loop tells the endpoints. Written by the service loop, read by HTTP handlers; no
@@ -32,6 +33,11 @@ pub struct Status {
     shadow_rejected: Mutex<Option<String>>,
     stopping: AtomicBool,
     leader: watch::Sender<LeaderState>,
+    /// When the last cycle ended: readiness reflects now, so a cycle stuck on a hung backend
+    /// shows as not ready after a few intervals.
+    last_cycle: Mutex<Option<tokio::time::Instant>>,
+    /// The leader's guard: a lease that lapsed without renewal shows as not ready at once.
+    guard: Mutex<Option<ActGuard>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -53,6 +59,8 @@ impl Status {
             shadow_rejected: Mutex::new(None),
             stopping: AtomicBool::new(false),
             leader: watch::Sender::new(LeaderState::default()),
+            last_cycle: Mutex::new(None),
+            guard: Mutex::new(None),
         })
     }
 
@@ -62,6 +70,7 @@ impl Status {
 
     /// After a cycle: were all backend reads fine? `error` says what was not.
     pub fn cycle(&self, error: Option<String>) {
+        *lock(&self.last_cycle) = Some(tokio::time::Instant::now());
         self.cycles.fetch_add(1, Ordering::Relaxed);
         self.backends_ok.store(error.is_none(), Ordering::Relaxed);
         *lock(&self.backend_error) = error;
@@ -107,6 +116,11 @@ impl Status {
             true
         });
         previous
+    }
+
+    /// The guard of the lease this replica leads under (None while following).
+    pub fn lease_guard(&self, guard: Option<ActGuard>) {
+        *lock(&self.guard) = guard;
     }
 
     /// Leadership as a watch channel: `changed().await` wakes on every transition.
@@ -163,6 +177,24 @@ impl Status {
         if self.cycles.load(Ordering::Relaxed) == 0 {
             return Err(format!(
                 "not ready: no reconcile cycle has completed yet; {lease}"
+            ));
+        }
+        let stuck = Duration::from_millis(self.stuck_after_ms.load(Ordering::Relaxed));
+        if let Some(t) = *lock(&self.last_cycle)
+            && t.elapsed() > stuck
+        {
+            return Err(format!(
+                "not ready: no reconcile cycle has completed for {:.0} s (a backend may hang); {lease}",
+                t.elapsed().as_secs_f64()
+            ));
+        }
+        if l.is_leader
+            && lock(&self.guard)
+                .as_ref()
+                .is_some_and(|g| g.permit() == Permit::Denied)
+        {
+            return Err(format!(
+                "not ready: the lease was not renewed in time and has lapsed; {lease}"
             ));
         }
         if !self.backends_ok.load(Ordering::Relaxed) {

@@ -2,8 +2,11 @@
 
 pub mod clock;
 pub mod election;
+pub(crate) mod execute;
 pub mod http;
+pub mod leadership;
 pub mod local;
+pub mod observe;
 pub mod policy_files;
 pub mod reconciler;
 pub mod reload;

@@ -17,6 +17,7 @@ use crate::ports::{Clock, LeaseStore};
 
 use super::election::{ElectionConfig, Elector, Transition};
 use super::http::{self, Status};
+use super::leadership::Leadership;
 use super::reconciler::{CycleReport, Reconciler, Settings};
 use super::reload::{PolicyWatcher, ReloadOutcome};
 use crate::ports::Backends;
@@ -60,9 +61,18 @@ pub enum Handover {
     Failed { epoch: u64, error: String },
 }
 
-/// The longest the shutdown waits for the lease store and for open HTTP connections.
-const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest the shutdown waits for the lease store and for open HTTP connections. With the
+/// cycle in progress abandoned at once, a SIGTERM ends well within 10 s whatever the
+/// backends do (systemd's and Kubernetes' grace periods are 30 s).
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(4);
 const HTTP_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the renewal task shares with the loop.
+struct Lease {
+    elector: tokio::sync::Mutex<Elector>,
+    /// This replica's leadership, as of the last renewal or lease read.
+    leadership: tokio::sync::watch::Sender<Leadership>,
+}
 
 /// Run until `shutdown` resolves, then stop acting, release the lease and stop serving.
 /// `on_cycle` sees every cycle's report (tests, printing).
@@ -89,7 +99,24 @@ pub async fn run_service(
         ));
         (stop, task)
     });
-    let mut elector = Elector::new(deps.leases.clone(), opts.election.clone());
+    let lease = Arc::new(Lease {
+        elector: tokio::sync::Mutex::new(Elector::new(
+            deps.leases.clone(),
+            opts.election.clone(),
+            clock.clone(),
+        )),
+        leadership: tokio::sync::watch::Sender::new(Leadership::follower()),
+    });
+    let mut leadership_rx = lease.leadership.subscribe();
+    // Renewal runs on its own task, never behind a slow cycle; the loop reads its result.
+    let renewal = tokio::spawn(renew(
+        lease.clone(),
+        clock.clone(),
+        status.clone(),
+        metrics.clone(),
+        opts.election.clone(),
+        region.clone(),
+    ));
     let mut reconciler = Reconciler::new(deps.backends, opts.settings.clone(), metrics.clone());
     let mut live_watcher = (!opts.policy_paths.is_empty())
         .then(|| PolicyWatcher::new(opts.policy_paths.clone(), &policies));
@@ -114,31 +141,20 @@ pub async fn run_service(
     );
     warn_unmatched_shadow_pools(&region, &policies, reconciler.shadow());
 
-    // A leader wakes to renew and to reconcile; a follower also polls the lease every
-    // `standby_poll`, so a released lease is taken over within about a second.
-    let leader_tick = opts
-        .election
-        .renew_every
-        .min(opts.interval)
-        .max(Duration::from_millis(100));
-    let standby_tick = leader_tick
-        .min(opts.election.standby_poll)
-        .max(Duration::from_millis(100));
-    let interval_ms = opts.interval.as_millis() as i64;
+    let interval_ms = opts.interval.as_millis().min(i64::MAX as u128) as i64;
     // File polling runs on tokio's clock, not the controller's: the embedded region may run
     // the controller faster than the wall, and files change at wall speed.
     let policy_poll = opts.policy_poll.max(Duration::from_millis(100));
     let mut next_poll = tokio::time::Instant::now() + policy_poll;
     let mut next_cycle = clock.now_ms();
     let mut reload_now = false;
+    let mut led_epoch: Option<u64> = None;
     // Per pool, the last backend read error (kept while the pool backs off).
     let mut read_errors: BTreeMap<String, String> = BTreeMap::new();
     tokio::pin!(shutdown);
-    loop {
+    'run: loop {
         status.tick();
         if reload_now || tokio::time::Instant::now() >= next_poll {
-            // A SIGHUP reports a still-invalid edit again; a timed poll reports it once. The
-            // reads are a few small local files, done inline.
             let forced = std::mem::take(&mut reload_now);
             next_poll = tokio::time::Instant::now() + policy_poll;
             if let Some(w) = live_watcher.as_mut() {
@@ -154,6 +170,7 @@ pub async fn run_service(
                         status.policy(&set.hash);
                         status.policy_rejected(None);
                         policies = set;
+                        reconciler.policies_changed();
                         warn_unmatched_shadow_pools(&region, &policies, reconciler.shadow());
                     }
                     Reloaded::Rejected(e) => status.policy_rejected(Some(e)),
@@ -188,43 +205,26 @@ pub async fn run_service(
             }
         }
 
+        let leadership = leadership_rx.borrow_and_update().clone();
         let now = clock.now_ms();
-        let mut lost = None;
-        match elector.tick(now).await {
-            Transition::Acquired { .. } => reconciler.warm_history(&policies, now).await,
-            Transition::Lost { reason } => lost = Some(reason),
-            Transition::None => {}
+        if leadership.is_leader && led_epoch != Some(leadership.epoch) {
+            // A new leader warms its stabilization history from the decision log.
+            reconciler.warm_history(&policies, now).await;
         }
-        let leadership = elector.leadership(clock.now_ms());
-        metrics.leader.set(i64::from(leadership.is_leader));
-        metrics.leader_epoch.set(if leadership.is_leader {
-            leadership.epoch as i64
-        } else {
-            0
-        });
-        if let Some(previous) = status.leadership(leadership.is_leader, leadership.epoch) {
-            if leadership.is_leader {
-                tracing::info!(region = %region, epoch = leadership.epoch, "leader: acting and recording");
-            } else {
-                tracing::warn!(
-                    region = %region,
-                    epoch = previous.epoch,
-                    reason = lost.as_deref().unwrap_or("the lease ran out before it was renewed"),
-                    "follower: stopped acting"
-                );
-            }
-        }
+        led_epoch = leadership.is_leader.then_some(leadership.epoch);
         if now >= next_cycle {
             let started = std::time::Instant::now();
-            let report = reconciler
-                .reconcile_all(&policies, clock.now_ms(), &leadership)
-                .await;
+            // A cycle stuck on a hung backend is abandoned on shutdown, not waited for.
+            let report = tokio::select! {
+                r = reconciler.reconcile_all(&policies, now, &leadership) => r,
+                _ = &mut shutdown => break 'run,
+            };
             metrics
                 .reconcile_duration
                 .with_label_values(&[region.as_str()])
                 .observe(started.elapsed().as_secs_f64());
             if report.lost_leadership {
-                tracing::warn!(region = %region, epoch = leadership.epoch, "a fenced append failed: another controller leads");
+                tracing::warn!(region = %region, epoch = leadership.epoch, "a fenced append failed: another controller leads; acting stopped");
             }
             // Ready means every pool's latest backend read worked; a pool backing off keeps
             // its error until it reads again. A record conflict is leadership, not
@@ -249,27 +249,47 @@ pub async fn run_service(
             }));
             on_cycle(&report);
             // Keep the cadence; after a long stall, start again from now rather than burst.
-            next_cycle += interval_ms;
+            next_cycle = next_cycle.saturating_add(interval_ms);
             if next_cycle < now {
-                next_cycle = now + interval_ms;
+                next_cycle = now.saturating_add(interval_ms);
             }
         }
-        let tick = if leadership.is_leader {
-            leader_tick
-        } else {
-            standby_tick
-        };
         let until_cycle = Duration::from_millis((next_cycle - clock.now_ms()).max(1) as u64);
+        let until_poll = next_poll.saturating_duration_since(tokio::time::Instant::now());
         tokio::select! {
-            _ = clock.sleep(tick.min(until_cycle)) => {}
+            _ = clock.sleep(until_cycle) => {}
+            _ = tokio::time::sleep(until_poll) => {}
+            _ = leadership_rx.changed() => {}
             _ = deps.reload.notified() => reload_now = true,
-            _ = &mut shutdown => break,
+            _ = &mut shutdown => break 'run,
         }
     }
 
-    // Stop acting (no cycle starts after this), then hand the lease over so a standby takes
-    // over at once. Nothing else is buffered: records and gauges are written within a cycle.
+    // Stop acting (no cycle starts after this, the one in progress was dropped), then hand
+    // the lease over so a standby takes over at once.
     status.stopping();
+    renewal.abort();
+    let _ = renewal.await;
+    let handover = release(&lease, &clock, &region).await;
+    metrics.leader.set(0);
+    metrics.leader_epoch.set(0);
+    status.leadership(false, 0);
+    status.lease_guard(None);
+    if let Some((stop, mut task)) = http {
+        let _ = stop.send(());
+        match tokio::time::timeout(HTTP_DRAIN_TIMEOUT, &mut task).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the HTTP endpoints failed"),
+            Ok(_) => {}
+            Err(_) => task.abort(),
+        }
+    }
+    tracing::info!(region = %region, "stopped");
+    handover
+}
+
+/// Give the lease up, within `RELEASE_TIMEOUT` whatever the lease store does.
+async fn release(lease: &Lease, clock: &Arc<dyn Clock>, region: &str) -> Handover {
+    let mut elector = lease.elector.lock().await;
     let held = elector.leadership(clock.now_ms()).fence.map(|f| f.epoch);
     let handover = match held {
         None => Handover::NotLeader,
@@ -291,19 +311,54 @@ pub async fn run_service(
     if let Handover::Failed { epoch, error } = &handover {
         tracing::warn!(region = %region, epoch, %error, "releasing the lease failed; a standby takes over after one lease duration");
     }
-    metrics.leader.set(0);
-    metrics.leader_epoch.set(0);
-    status.leadership(false, 0);
-    if let Some((stop, mut task)) = http {
-        let _ = stop.send(());
-        match tokio::time::timeout(HTTP_DRAIN_TIMEOUT, &mut task).await {
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the HTTP endpoints failed"),
-            Ok(_) => {}
-            Err(_) => task.abort(),
-        }
-    }
-    tracing::info!(region = %region, "stopped");
     handover
+}
+
+/// The renewal task: a leader renews every `renew_every`, a follower reads the lease every
+/// `standby_poll` (so a released lease is taken over within about that); each publishes the
+/// leadership that results, and logs and counts transitions.
+async fn renew(
+    lease: Arc<Lease>,
+    clock: Arc<dyn Clock>,
+    status: Arc<Status>,
+    metrics: Metrics,
+    cfg: ElectionConfig,
+    region: String,
+) {
+    let leader_tick = cfg.renew_every.max(Duration::from_millis(100));
+    let standby_tick = cfg.standby_poll.max(Duration::from_millis(100));
+    loop {
+        let (transition, leadership) = {
+            let mut e = lease.elector.lock().await;
+            let t = e.tick(clock.now_ms()).await;
+            (t, e.leadership(clock.now_ms()))
+        };
+        metrics.leader.set(i64::from(leadership.is_leader));
+        metrics.leader_epoch.set(if leadership.is_leader {
+            leadership.epoch as i64
+        } else {
+            0
+        });
+        status.lease_guard(leadership.is_leader.then(|| leadership.guard.clone()));
+        if let Some(previous) = status.leadership(leadership.is_leader, leadership.epoch) {
+            if leadership.is_leader {
+                tracing::info!(region = %region, epoch = leadership.epoch, "leader: acting and recording");
+            } else {
+                let reason = match &transition {
+                    Transition::Lost { reason } => reason.as_str(),
+                    _ => "the lease ran out before it was renewed",
+                };
+                tracing::warn!(region = %region, epoch = previous.epoch, reason, "follower: stopped acting");
+            }
+        }
+        let tick = if leadership.is_leader {
+            leader_tick
+        } else {
+            standby_tick
+        };
+        lease.leadership.send_replace(leadership);
+        clock.sleep(tick).await;
+    }
 }
 
 enum Reloaded {

@@ -103,6 +103,7 @@ pub(super) fn explain(a: ExplainArgs) -> anyhow::Result<ExitCode> {
             launching: a.launching,
             held: a.held,
             skipped: 0,
+            ..Default::default()
         },
         asg: AsgState {
             name: regional.asg.clone(),
@@ -112,6 +113,7 @@ pub(super) fn explain(a: ExplainArgs) -> anyhow::Result<ExitCode> {
         },
         seasonal: vec![],
         learned_launch: None,
+        ..Default::default()
     };
     let d = decide(policy, &a.region, &obs, &PoolHistory::default(), now_ms);
     println!(

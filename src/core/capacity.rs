@@ -108,7 +108,9 @@ pub struct InstanceRecord {
     pub region: Arc<str>,
     pub model_pool: Arc<str>,
     pub state: InstanceState,
-    pub queue_depth: u32,
+    /// Requests the instance has queued, from its heartbeat; None when the item's value is
+    /// missing or not believable (never read as idle: such an instance drains only by timeout).
+    pub queue_depth: Option<u32>,
     pub last_heartbeat_ms: i64,
     pub launch_time_ms: i64,
     pub health: Option<Health>,
@@ -129,20 +131,40 @@ pub enum Counted {
     Gone,
 }
 
-/// Classify one instance by the rules of DESIGN §4.
+/// How far in the future an instance's heartbeat or launch time may be (the clocks of the
+/// instance and of the controller disagree a little). Beyond it the value is not believed: the
+/// instance is not counted as serving or launching (a heartbeat a year ahead would keep a dead
+/// instance serving for a year).
+pub const CLOCK_SKEW_ALLOWANCE_MS: i64 = 300_000;
+
+/// The largest `queue_depth` believed (the seed's range is 0–10); larger is garbage.
+pub const MAX_QUEUE_DEPTH: u32 = 10_000;
+
+/// Whether an instance's timestamps are believable at `now_ms`.
+pub fn plausible(i: &InstanceRecord, now_ms: i64) -> bool {
+    let limit = now_ms.saturating_add(CLOCK_SKEW_ALLOWANCE_MS);
+    i.last_heartbeat_ms <= limit && i.launch_time_ms <= limit
+}
+
+/// Classify one instance by the rules of DESIGN §4. An instance whose timestamps are in the
+/// future beyond the clock-skew allowance is held: not believed to serve or to be coming.
 pub fn classify(i: &InstanceRecord, rules: &Instances, now_ms: i64) -> Counted {
+    if i.state != InstanceState::Terminated && !plausible(i, now_ms) {
+        return Counted::Held;
+    }
     match i.state {
         InstanceState::Terminated => Counted::Gone,
         InstanceState::Draining | InstanceState::Quarantined => Counted::Held,
         InstanceState::Launching => {
-            if now_ms - i.launch_time_ms < rules.launch_timeout.as_millis() as i64 {
+            if now_ms.saturating_sub(i.launch_time_ms) < rules.launch_timeout.as_millis() as i64 {
                 Counted::Launching
             } else {
                 Counted::Held
             }
         }
         InstanceState::Available => {
-            let fresh = now_ms - i.last_heartbeat_ms <= rules.heartbeat_timeout.as_millis() as i64;
+            let fresh = now_ms.saturating_sub(i.last_heartbeat_ms)
+                <= rules.heartbeat_timeout.as_millis() as i64;
             let clean = i.validation != Some(Validation::Failed);
             let healthy = i.health != Some(Health::Unhealthy);
             if fresh && clean && healthy {
@@ -176,6 +198,9 @@ pub fn count<'a>(
         ..Capacity::default()
     };
     for i in instances {
+        if i.state != InstanceState::Terminated && !plausible(i, now_ms) {
+            c.implausible += 1;
+        }
         match classify(i, rules, now_ms) {
             Counted::Serving => c.serving += 1,
             Counted::Launching => c.launching += 1,
@@ -183,6 +208,18 @@ pub fn count<'a>(
             Counted::Gone => {}
         }
     }
+    c
+}
+
+/// `c` seen against the group: instances the group holds beyond those the table shows
+/// serving, launching or held (launched but not yet registered by their agent, or with items
+/// malformed and skipped) count as launching — coming capacity. Counting them as nothing
+/// would launch them again (one deficit, two launches) and let a scale-down bypass the step
+/// limit; counting them as held would launch replacements for them.
+pub fn within_group(mut c: Capacity, group_desired: u32) -> Capacity {
+    let seen = c.serving.saturating_add(c.launching).saturating_add(c.held);
+    c.unaccounted = group_desired.saturating_sub(seen);
+    c.launching = c.launching.saturating_add(c.unaccounted);
     c
 }
 
@@ -230,9 +267,10 @@ pub fn pick_victims<'a>(
         })
         .collect();
     candidates.sort_by(|(a, _), (b, _)| {
+        // An unknown queue ranks after every known one: it may hold work.
         let key = |i: &InstanceRecord| {
             (
-                i.queue_depth,
+                i.queue_depth.unwrap_or(u32::MAX),
                 i.validation != Some(Validation::Failed),
                 i.launch_time_ms,
             )
@@ -271,6 +309,19 @@ impl DrainEnd {
             DrainEnd::Timeout => "timeout",
         }
     }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            DrainEnd::Empty => "queue empty",
+            DrainEnd::Timeout => "drain timeout",
+        }
+    }
+}
+
+/// Whether `i` is draining because this controller drained it (an operator's `draining`
+/// carries no `drain_started_at` and is left alone).
+pub fn is_our_drain(i: &InstanceRecord) -> bool {
+    i.state == InstanceState::Draining && i.drain_started_ms.is_some()
 }
 
 /// How long after a drain begins routers may still send an instance requests (they see the
@@ -286,7 +337,11 @@ pub fn drain_end(i: &InstanceRecord, timeout: Duration, now_ms: i64) -> Option<D
         return None;
     }
     let started = i.drain_started_ms?;
-    if i.queue_depth == 0 && i.last_heartbeat_ms >= started.saturating_add(DRAIN_GRACE_MS) {
+    // An empty queue counts only from a believable heartbeat; an unknown queue never does.
+    if i.queue_depth == Some(0)
+        && plausible(i, now_ms)
+        && i.last_heartbeat_ms >= started.saturating_add(DRAIN_GRACE_MS)
+    {
         Some(DrainEnd::Empty)
     } else if now_ms.saturating_sub(started) >= timeout.as_millis() as i64 {
         Some(DrainEnd::Timeout)
@@ -322,7 +377,7 @@ impl LaunchTimes {
                 }
                 InstanceState::Available => {
                     if let Some(launched) = self.launching.get(&i.instance_id) {
-                        let took = i.last_heartbeat_ms - launched;
+                        let took = i.last_heartbeat_ms.saturating_sub(*launched);
                         // A heartbeat before the launch, or a day later, is not a launch time.
                         if (0..86_400_000).contains(&took) {
                             if self.samples.len() == Self::WINDOW {
@@ -384,7 +439,7 @@ mod tests {
             region: "us-east-1".into(),
             model_pool: "model-a".into(),
             state: InstanceState::Available,
-            queue_depth: 0,
+            queue_depth: Some(0),
             last_heartbeat_ms: NOW - 5_000,
             launch_time_ms: NOW - 3_600_000,
             health: Some(Health::Healthy),
@@ -560,7 +615,7 @@ mod tests {
     }
 
     fn queue(mut i: InstanceRecord, q: u32) -> InstanceRecord {
-        i.queue_depth = q;
+        i.queue_depth = Some(q);
         i
     }
 

@@ -1,8 +1,10 @@
-//! The pure core: policy model and validation, the decision, capacity counting.
-//! No tokio, no AWS, no clock reads: `now` is always a parameter.
+//! The pure core: policy model and validation, the decision and its plan, capacity counting,
+//! decision records. No tokio, no AWS, no file system, no clock reads: `now` is always a
+//! parameter.
 
 pub mod capacity;
 pub mod decide;
+pub mod plan;
 pub mod policy;
 pub mod record;
 
@@ -10,5 +12,6 @@ pub use capacity::{Counted, Health, InstanceRecord, InstanceState, Validation};
 pub use decide::{
     Action, AsgState, Capacity, Decision, Observation, PoolHistory, ReasonCode, Sample, decide,
 };
+pub use plan::{Plan, Step};
 pub use policy::{PolicyError, PolicySet, PoolPolicy, Problem};
 pub use record::{DecisionKey, DecisionRecord, Outcome, RecordContext};

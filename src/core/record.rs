@@ -5,6 +5,9 @@ use super::decide::{Action, Decision, ReasonCode};
 /// What became of a decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
+    /// Recorded before acting; the outcome is settled on the record once the plan ran (a
+    /// record left `pending` means the controller stopped in between).
+    Pending,
     /// The ASG was set (or needed nothing).
     Applied,
     /// Acting failed; the error says why.
@@ -17,6 +20,7 @@ impl Outcome {
     /// The `result` attribute: `applied`, `failed: <error>` or `skipped: <why>`.
     pub fn to_attr(&self) -> String {
         match self {
+            Outcome::Pending => "pending".into(),
             Outcome::Applied => "applied".into(),
             Outcome::Failed(e) => format!("failed: {e}"),
             Outcome::Skipped(w) => format!("skipped: {w}"),
@@ -24,7 +28,9 @@ impl Outcome {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        if s == "applied" {
+        if s == "pending" {
+            Some(Outcome::Pending)
+        } else if s == "applied" {
             Some(Outcome::Applied)
         } else if let Some(e) = s.strip_prefix("failed: ") {
             Some(Outcome::Failed(e.to_string()))
@@ -36,6 +42,7 @@ impl Outcome {
 
     pub fn label(&self) -> &'static str {
         match self {
+            Outcome::Pending => "pending",
             Outcome::Applied => "applied",
             Outcome::Failed(_) => "failed",
             Outcome::Skipped(_) => "skipped",

@@ -43,6 +43,24 @@ enum Written {
     Collision(Option<Item>),
 }
 
+/// The idempotency token of a fenced append: the same for every retry of one record's write
+/// (the SDK's retries after a lost response resend it), so DynamoDB answers a retry of a
+/// transaction that already succeeded with success instead of a failed condition — which
+/// would otherwise read like a leadership conflict. Distinct per table and key (≤ 36 chars).
+pub(crate) fn request_token(table: &str, it: &Item) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(table.as_bytes());
+    for key in ["model_pool", "timestamp"] {
+        h.update([0u8]);
+        match it.get(key) {
+            Some(AttributeValue::S(v)) | Some(AttributeValue::N(v)) => h.update(v.as_bytes()),
+            _ => {}
+        }
+    }
+    hex::encode(&h.finalize()[..16])
+}
+
 impl DynamoDecisionLog {
     pub fn new(c: Arc<AwsClients>) -> Self {
         DynamoDecisionLog {
@@ -130,6 +148,7 @@ impl DynamoDecisionLog {
                 self.c
                     .ddb
                     .transact_write_items()
+                    .client_request_token(request_token(&self.table, it))
                     .transact_items(TransactWriteItem::builder().condition_check(check).build())
                     .transact_items(TransactWriteItem::builder().put(put).build())
                     .return_consumed_capacity(ReturnConsumedCapacity::Total)
@@ -187,7 +206,11 @@ impl DynamoDecisionLog {
 
 #[async_trait]
 impl DecisionLog for DynamoDecisionLog {
-    async fn append(&self, record: &DecisionRecord, fence: Option<&Fence>) -> PortResult<()> {
+    async fn append(
+        &self,
+        record: &DecisionRecord,
+        fence: Option<&Fence>,
+    ) -> PortResult<DecisionKey> {
         let mut rec = record.clone();
         for slot in record.key.slot()..10 {
             rec.key = record.key.with_slot(slot);
@@ -197,9 +220,9 @@ impl DecisionLog for DynamoDecisionLog {
                 Some(f) => self.put_fenced(&it, f).await?,
             };
             match written {
-                Written::Yes => return Ok(()),
+                Written::Yes => return Ok(rec.key),
                 Written::Collision(Some(existing)) if same_item(&existing, &it) => {
-                    return Ok(());
+                    return Ok(rec.key);
                 }
                 Written::Collision(_) => {
                     tracing::debug!(
@@ -214,6 +237,50 @@ impl DecisionLog for DynamoDecisionLog {
             "ten records for {} in one millisecond in {}",
             record.model_pool, record.region
         )))
+    }
+
+    async fn settle(&self, record: &DecisionRecord, outcome: &Outcome) -> PortResult<()> {
+        let result = self
+            .c
+            .caller
+            .call(
+                Service::DynamoDb,
+                "UpdateItem",
+                self.c
+                    .ddb
+                    .update_item()
+                    .table_name(&self.table)
+                    .key("model_pool", item::s(&record.model_pool))
+                    .key("timestamp", AttributeValue::N(record.key.to_number()))
+                    .update_expression("SET #r = :r")
+                    .condition_expression("#r = :pending")
+                    .expression_attribute_names("#r", "result")
+                    .expression_attribute_values(":r", item::s(outcome.to_attr()))
+                    .expression_attribute_values(":pending", item::s(Outcome::Pending.to_attr()))
+                    .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                    .send(),
+            )
+            .await;
+        let consumed = result.as_ref().ok().and_then(|o| o.consumed_capacity());
+        // A record is well under 1 KB: one write unit.
+        self.c.meter.book(
+            &self.table,
+            "UpdateItem",
+            Op::Write,
+            one(consumed),
+            0.0,
+            write_item_units(0),
+        );
+        result.map(|_| ()).map_err(|e| {
+            port_error(
+                &format!(
+                    "settling decision {} of {}",
+                    record.key.to_number(),
+                    record.model_pool
+                ),
+                &e,
+            )
+        })
     }
 
     async fn history(

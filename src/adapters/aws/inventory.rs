@@ -24,6 +24,7 @@ use aws_sdk_dynamodb::types::ReturnConsumedCapacity;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use crate::core::capacity::MAX_QUEUE_DEPTH;
 use crate::core::{Health, InstanceRecord, InstanceState, Validation};
 use crate::ports::{Inventory, PoolInventory, PortResult};
 use crate::schema;
@@ -117,7 +118,16 @@ impl DynamoInventory {
         let mut skipped = 0u32;
         for it in &items {
             match parse_instance(it) {
-                Ok(rec) => out.push(rec),
+                Ok((rec, soft)) => {
+                    if let Some(p) = soft {
+                        self.c.bad.report_attribute(
+                            schema::GPU_INSTANCES.suffix,
+                            &item::key_text(it, &["instance_id"]),
+                            &p,
+                        );
+                    }
+                    out.push(rec)
+                }
                 Err(p) => {
                     skipped = skipped.saturating_add(1);
                     self.c.bad.report(
@@ -328,8 +338,11 @@ fn index(t: &schema::TableSchema, name: &str) -> schema::Index {
         })
 }
 
-/// One instance item, checked: the attributes counting needs must be present and typed.
-pub(crate) fn parse_instance(it: &Item) -> Result<InstanceRecord, BadItem> {
+/// One instance item, checked: the attributes counting needs must be present and typed (else
+/// the item is skipped). A `queue_depth` that is missing, not a whole number or beyond
+/// `MAX_QUEUE_DEPTH` does not lose the instance, but is not believed either: it is reported
+/// (the second value) and read as unknown, so the instance is never taken for idle.
+pub(crate) fn parse_instance(it: &Item) -> Result<(InstanceRecord, Option<BadItem>), BadItem> {
     let instance_id = item::string(it, "instance_id")?.into();
     let region = item::string(it, "region")?.into();
     let model_pool = item::string(it, "model_pool")?.into();
@@ -337,8 +350,18 @@ pub(crate) fn parse_instance(it: &Item) -> Result<InstanceRecord, BadItem> {
     let last_heartbeat_ms = item::unix_secs_as_ms(it, "last_heartbeat")?;
     let launch_time_ms = item::unix_secs_as_ms(it, "launch_time")?;
     // queue_depth does not count capacity: a malformed one is not a reason to lose an
-    // instance.
-    let queue_depth = item::count(it, "queue_depth").unwrap_or(0);
+    // instance, but never a reason to think it idle.
+    let (queue_depth, soft) = match item::count(it, "queue_depth") {
+        Ok(q) if q <= MAX_QUEUE_DEPTH => (Some(q), None),
+        Ok(q) => (
+            None,
+            Some(item::bad_value(
+                "queue_depth",
+                format!("{q} is beyond any real queue (at most {MAX_QUEUE_DEPTH})"),
+            )),
+        ),
+        Err(p) => (None, Some(p)),
+    };
     // Written by this controller when it starts a drain; malformed, the drain is not ours to
     // finish (the instance stays held), which is the safe side.
     let drain_started_ms = item::opt_number(it, "drain_started_at")
@@ -346,7 +369,7 @@ pub(crate) fn parse_instance(it: &Item) -> Result<InstanceRecord, BadItem> {
         .flatten()
         .filter(|v| v.is_finite() && *v >= 0.0)
         .map(|v| (v * 1000.0) as i64);
-    Ok(InstanceRecord {
+    let rec = InstanceRecord {
         instance_id,
         region,
         model_pool,
@@ -357,7 +380,8 @@ pub(crate) fn parse_instance(it: &Item) -> Result<InstanceRecord, BadItem> {
         health: None,
         validation: None,
         drain_started_ms,
-    })
+    };
+    Ok((rec, soft))
 }
 
 /// The instances table's TTL after termination (the seed's 7 days).

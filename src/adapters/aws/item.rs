@@ -55,6 +55,11 @@ impl fmt::Display for BadItem {
     }
 }
 
+/// An attribute whose value is out of the range anything real would have.
+pub(crate) fn bad_value(attribute: &str, detail: impl Into<String>) -> BadItem {
+    bad(BadReason::OutOfRange, attribute, detail)
+}
+
 fn bad(reason: BadReason, attribute: &str, detail: impl Into<String>) -> BadItem {
     BadItem {
         reason,
@@ -343,7 +348,22 @@ impl BadItems {
     }
 
     /// Count a skipped item of `table` (the schema suffix) named by `key`; log it if new.
+    /// A malformed attribute of an item that is still used (e.g. `queue_depth`): counted and
+    /// logged once like a skipped item, the attribute read as unknown.
+    pub(crate) fn report_attribute(&self, table: &str, key: &str, problem: &BadItem) {
+        self.count_and_log(
+            table,
+            key,
+            problem,
+            "not believing a malformed attribute (the item still counts)",
+        );
+    }
+
     pub(crate) fn report(&self, table: &str, key: &str, problem: &BadItem) {
+        self.count_and_log(table, key, problem, "skipping a malformed item");
+    }
+
+    fn count_and_log(&self, table: &str, key: &str, problem: &BadItem, what: &'static str) {
         self.metrics
             .bad_items
             .with_label_values(&[table, problem.reason.label()])
@@ -363,7 +383,7 @@ impl BadItems {
                 item = key,
                 reason = problem.reason.label(),
                 attribute = %problem.attribute,
-                "skipping a malformed item: {}",
+                "{what}: {}",
                 problem.detail
             );
         }

@@ -317,7 +317,7 @@ fn instances(c: &mut Check, p: &PoolPolicy) {
     c.positive_duration(
         "instances.heartbeat_timeout",
         i.heartbeat_timeout,
-        HOUR,
+        DAY,
         "write a duration such as \"90s\"",
     );
     c.positive_duration(

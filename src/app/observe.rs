@@ -1,0 +1,331 @@
+//! Observing a pool: one set of reads per cycle (RPS samples, the instances, the group, the
+//! seasonal references, the model load time), from which every policy for the pool — the
+//! live one and a shadow — builds its own `Observation`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::core::capacity;
+use crate::core::decide::SeasonalRef;
+use crate::core::policy::{Bounds, ForecastMode, PoolPolicy};
+use crate::core::{AsgState, InstanceState, Observation, Sample};
+use crate::ports::{PoolInventory, PortError};
+
+use super::reconciler::{PoolError, Reconciler};
+
+/// What one cycle read for one pool: the raw material every policy for the pool decides
+/// from, so the live and the shadow policy see the same world from one set of reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolReads {
+    pub at_ms: i64,
+    /// RPS samples over the longest lookback any of the policies needs, oldest first, the
+    /// implausible ones removed (`implausible_samples` says how many).
+    pub samples: Vec<Sample>,
+    pub implausible_samples: u32,
+    pub inventory: PoolInventory,
+    /// The instances, shared by every observation made from these reads.
+    pub instances: Arc<[crate::core::InstanceRecord]>,
+    pub asg: AsgState,
+    /// Per seasonal lag that could be read: the samples around that moment and over the
+    /// longest horizon after it.
+    pub seasonal: Vec<(i64, Vec<Sample>)>,
+    pub learned_launch: Option<Duration>,
+    /// The instances the group holds in service or pending, when the backend lists them and
+    /// an instance is draining (the only case it is needed).
+    pub members: Option<Arc<[Arc<str>]>>,
+}
+
+const SEASONAL_LAGS_MS: [i64; 2] = [86_400_000, 7 * 86_400_000];
+
+/// How often the `model_load_time` metric is read (it changes with model releases, not
+/// minutes; one Query per pool every 15 minutes costs nothing worth counting).
+const MODEL_LOAD_REFRESH_MS: i64 = 15 * 60_000;
+
+/// RPS per instance beyond which a sample is not believed, as a multiple of the pool's
+/// saturation rate at its largest size: demand can exceed capacity, but not by a thousandfold
+/// (a sample of 1e30 is a broken writer, and would scale to the maximum).
+const IMPLAUSIBLE_LOAD_FACTOR: f64 = 1000.0;
+
+/// The highest RPS `policy`'s pool could plausibly see.
+pub fn plausible_rps(policy: &PoolPolicy) -> f64 {
+    let largest = policy
+        .regions
+        .values()
+        .map(|r| r.max)
+        .max()
+        .unwrap_or(policy.max)
+        .max(1);
+    f64::from(largest)
+        * policy.scale_up.confirm_unless.max(policy.band.high)
+        * IMPLAUSIBLE_LOAD_FACTOR
+}
+
+/// How far back `policy` looks at RPS samples.
+pub(crate) fn lookback(policy: &PoolPolicy) -> Duration {
+    let mut lookback = policy.metrics.stale_after + policy.metrics.window + Duration::from_secs(60);
+    if policy.forecast.mode != ForecastMode::Off {
+        lookback = lookback.max(policy.forecast.trend_window + Duration::from_secs(60));
+    }
+    lookback
+}
+
+/// (window before, span after) of `policy`'s seasonal references, in ms; None when it does
+/// not forecast seasonally.
+fn seasonal_span(policy: &PoolPolicy, learned_launch: Option<Duration>) -> Option<(i64, i64)> {
+    (policy.forecast.mode == ForecastMode::Seasonal).then(|| {
+        let horizon = policy
+            .forecast
+            .horizon
+            .or(learned_launch)
+            .unwrap_or(policy.instances.launch_time);
+        (
+            policy.metrics.window.as_millis() as i64,
+            horizon.as_millis() as i64 + 60_000,
+        )
+    })
+}
+
+impl PoolReads {
+    /// The observation `policy` decides from: its own lookback, capacity counting (heartbeat
+    /// and launch timeouts) and seasonal window, all from the same reads. `bounds` are the
+    /// bounds in force when the caller computed them.
+    pub fn observation(&self, policy: &PoolPolicy, bounds: Option<Bounds>) -> Observation {
+        let from = self.at_ms - lookback(policy).as_millis() as i64;
+        let samples = self
+            .samples
+            .iter()
+            .filter(|s| s.at_ms > from)
+            .copied()
+            .collect();
+        let members = self.members.clone();
+        let in_group = |i: &crate::core::InstanceRecord| {
+            members.as_ref().is_none_or(|m| m.contains(&i.instance_id))
+        };
+        // A draining instance the group no longer holds is gone, whatever its item says
+        // (terminated, its item not yet marked): counting it as held would launch a
+        // replacement.
+        let counted = capacity::count(
+            self.instances
+                .iter()
+                .filter(|i| i.state != InstanceState::Draining || in_group(i)),
+            &policy.instances,
+            self.at_ms,
+            self.inventory.skipped,
+        );
+        Observation {
+            samples,
+            capacity: capacity::within_group(counted, self.asg.desired),
+            asg: self.asg.clone(),
+            seasonal: self.seasonal_refs(policy),
+            learned_launch: self.learned_launch,
+            instances: self.instances.clone(),
+            members: self.members.clone(),
+            bounds,
+        }
+    }
+
+    fn seasonal_refs(&self, policy: &PoolPolicy) -> Vec<SeasonalRef> {
+        let Some((window, ahead)) = seasonal_span(policy, self.learned_launch) else {
+            return Vec::new();
+        };
+        self.seasonal
+            .iter()
+            .map(|(lag, samples)| {
+                let then = self.at_ms - lag;
+                let before: Vec<f64> = samples
+                    .iter()
+                    .filter(|s| s.at_ms > then - window && s.at_ms <= then)
+                    .map(|s| s.rps)
+                    .collect();
+                let peak = samples
+                    .iter()
+                    .filter(|s| s.at_ms > then && s.at_ms <= then + ahead)
+                    .map(|s| s.rps)
+                    .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+                SeasonalRef {
+                    lag_ms: *lag,
+                    then: (!before.is_empty())
+                        .then(|| before.iter().sum::<f64>() / before.len() as f64),
+                    then_ahead: peak,
+                }
+            })
+            .collect()
+    }
+}
+
+impl Reconciler {
+    /// Read everything `policy` (and `also`, the shadow policy of the same pool) needs, once:
+    /// RPS samples over the longer lookback, the pool's instances, the ASG, and the seasonal
+    /// references over the wider window when either forecasts seasonally.
+    pub async fn observe_pool(
+        &mut self,
+        policy: &PoolPolicy,
+        also: Option<&PoolPolicy>,
+        now_ms: i64,
+    ) -> Result<PoolReads, PoolError> {
+        let region = self.settings().region.clone();
+        let Some(regional) = policy.region(&region) else {
+            return Err(PoolError::Asg(PortError::Permanent(format!(
+                "pool {} has no policy for region {region}",
+                policy.pool
+            ))));
+        };
+        let lookback = also.map_or(lookback(policy), |a| lookback(policy).max(lookback(a)));
+        let from = now_ms - lookback.as_millis() as i64;
+        let b = self.backends().clone();
+        let (samples, inventory, asg) = tokio::join!(
+            b.metrics.rps_samples(&policy.pool, &region, from, now_ms),
+            b.inventory.pool_instances(&policy.pool, &region),
+            b.actuator.describe(&regional.asg),
+        );
+        let samples = samples.map_err(PoolError::Metrics)?;
+        let inventory = inventory.map_err(PoolError::Inventory)?;
+        let asg = asg.map_err(PoolError::Asg)?;
+        let limit = plausible_rps(policy);
+        let total = samples.len();
+        let samples: Vec<Sample> = samples
+            .into_iter()
+            .filter(|s| s.rps.is_finite() && s.rps >= 0.0 && s.rps <= limit)
+            .collect();
+        let implausible_samples = (total - samples.len()) as u32;
+        if implausible_samples > 0 {
+            self.metrics()
+                .bad_items
+                .with_label_values(&["metrics", "implausible"])
+                .inc_by(u64::from(implausible_samples));
+            tracing::warn!(
+                pool = %policy.pool,
+                region = %region,
+                skipped = implausible_samples,
+                limit_rps = limit,
+                "ignoring RPS samples no pool of this size could see (negative, not finite, or \
+                 above the pool's saturation at its maximum a thousandfold)"
+            );
+        }
+        let learned_launch = self.learn_launch_time(policy, &inventory, now_ms).await;
+        let spans = [Some(policy), also]
+            .into_iter()
+            .flatten()
+            .filter_map(|p| seasonal_span(p, learned_launch))
+            .reduce(|(w1, a1), (w2, a2)| (w1.max(w2), a1.max(a2)));
+        let seasonal = match spans {
+            Some((window, ahead)) => {
+                self.seasonal(&policy.pool, &region, now_ms, window, ahead)
+                    .await
+            }
+            None => Vec::new(),
+        };
+        // Membership only matters for draining instances; most cycles have none.
+        let members = inventory
+            .instances
+            .iter()
+            .any(|i| i.state == InstanceState::Draining)
+            .then(|| b.actuator.members(&regional.asg))
+            .flatten()
+            .map(Arc::from);
+        let instances: Arc<[crate::core::InstanceRecord]> = inventory.instances.clone().into();
+        Ok(PoolReads {
+            at_ms: now_ms,
+            samples,
+            implausible_samples,
+            inventory,
+            instances,
+            asg,
+            seasonal,
+            learned_launch,
+            members,
+        })
+    }
+
+    /// The launch time to forecast with: launches seen in the instances table first; until
+    /// there are enough, the model load time alone says the configured launch time is too
+    /// short when it is longer.
+    async fn learn_launch_time(
+        &mut self,
+        policy: &PoolPolicy,
+        inventory: &PoolInventory,
+        now_ms: i64,
+    ) -> Option<Duration> {
+        let region = self.settings().region.clone();
+        let due = self
+            .pool_state(&policy.pool)
+            .model_load
+            .is_none_or(|(at, _)| now_ms - at >= MODEL_LOAD_REFRESH_MS);
+        if due {
+            let p90 = self.model_load_p90(&policy.pool, &region, now_ms).await;
+            self.pool_state(&policy.pool).model_load = Some((now_ms, p90));
+        }
+        let st = self.pool_state(&policy.pool);
+        st.launch_times.observe(&inventory.instances);
+        let model_load = st.model_load.and_then(|(_, p)| p);
+        let learned = st
+            .launch_times
+            .p90()
+            .or_else(|| model_load.filter(|l| *l > policy.instances.launch_time));
+        if let Some(l) = learned {
+            self.metrics()
+                .launch_time_p90
+                .with_label_values(&[&policy.pool, &region])
+                .set(l.as_secs_f64());
+        }
+        learned
+    }
+
+    /// The p90 of the seed's `model_load_time` metric (seconds) over the last day, when it
+    /// has at least `LaunchTimes::MIN_SAMPLES` samples. A failed read only loses the hint.
+    async fn model_load_p90(&self, pool: &str, region: &str, now_ms: i64) -> Option<Duration> {
+        let samples = match self
+            .backends()
+            .metrics
+            .samples("model_load_time", pool, region, now_ms - 86_400_000, now_ms)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(pool, region, error = %e, "reading model_load_time failed");
+                return None;
+            }
+        };
+        if samples.len() < capacity::LaunchTimes::MIN_SAMPLES {
+            return None;
+        }
+        // Seconds as the metric stores them; a day is the most a load time can be believed.
+        let p90 = capacity::p90_ms(
+            samples
+                .iter()
+                .filter(|s| s.rps.is_finite())
+                .map(|s| (s.rps.clamp(0.0, 86_400.0) * 1000.0) as i64)
+                .collect(),
+        )?;
+        self.metrics()
+            .model_load_time_p90
+            .with_label_values(&[pool, region])
+            .set(p90.as_secs_f64());
+        Some(p90)
+    }
+
+    /// Traffic one day and one week ago: the samples from `window` before each moment to
+    /// `ahead` after it. A failed read only loses the seasonal part of the forecast.
+    async fn seasonal(
+        &self,
+        pool: &str,
+        region: &str,
+        now_ms: i64,
+        window: i64,
+        ahead: i64,
+    ) -> Vec<(i64, Vec<Sample>)> {
+        let mut out = Vec::new();
+        for lag in SEASONAL_LAGS_MS {
+            let then = now_ms - lag;
+            if let Ok(samples) = self
+                .backends()
+                .metrics
+                .rps_samples(pool, region, then - window, then + ahead)
+                .await
+            {
+                out.push((lag, samples));
+            }
+        }
+        out
+    }
+}
