@@ -16,7 +16,7 @@ locals {
   written_table_arns = flatten([for s in local.written_tables : var.table_arns[s]])
   # Drains update the instances table's state attribute (UpdateItem, conditional).
   instance_table_arns = var.table_arns["gpu-instances"]
-  index_arns         = [for arn in local.all_table_arns : "${arn}/index/*"]
+  index_arns          = [for arn in local.all_table_arns : "${arn}/index/*"]
 
   asg_arns = [
     for r in var.regions : "arn:${local.partition}:autoscaling:${r}:${local.account}:autoScalingGroup:*:autoScalingGroupName/*"
