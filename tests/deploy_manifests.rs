@@ -391,7 +391,7 @@ fn the_policies_configmap_is_the_policies_directory() {
         .collect();
     assert!(
         names(&data) == names(&want) && stale.is_empty(),
-        "deploy/k8s/policies-configmap.yaml differs from policies/ (files {:?} vs {:?}, \
+        "deploy/k8s/base/policies-configmap.yaml differs from policies/ (files {:?} vs {:?}, \
          out of date: {stale:?}): run scripts/k8s-policies",
         names(&data),
         names(&want)
