@@ -1,7 +1,9 @@
 //! The Terraform in deploy/terraform against the code: the tables (names, keys and their types,
 //! indexes, TTL attribute, global or regional) must be exactly `schema::ALL`, and the
-//! controller's IAM policy must grant exactly `schema::IAM_ACTIONS`. No Terraform binary runs
-//! here: the files are parsed with hcl-rs and their expressions compared as written.
+//! controller's IAM policy must grant exactly `schema::IAM_ACTIONS`; deletion protection on
+//! every table and replica; the optional VPC endpoints and the IAM condition that restricts
+//! the role to them; and every file laid out as `terraform fmt` would. No Terraform binary
+//! runs here: the files are parsed with hcl-rs and their expressions compared as written.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -525,20 +527,35 @@ fn controller_policy() -> Vec<Statement> {
     }
     for s in &out {
         assert!(
-            matches!(s.effect.as_deref(), None | Some("\"Allow\"")),
-            "statement {} is not an Allow",
+            s.is_allow()
+                || (s.effect.as_deref() == Some("\"Deny\"")
+                    && s.conditions.len() == 1
+                    && s.conditions[0].0 == "\"StringNotEquals\""
+                    && s.conditions[0].1 == "\"aws:SourceVpce\""),
+            "statement {} is neither an Allow nor a Deny outside the VPC endpoints",
             s.sid
         );
     }
     out
 }
 
+impl Statement {
+    fn is_allow(&self) -> bool {
+        matches!(self.effect.as_deref(), None | Some("\"Allow\""))
+    }
+}
+
+/// The policy's Allow statements: what it grants.
+fn grants() -> Vec<Statement> {
+    controller_policy()
+        .into_iter()
+        .filter(Statement::is_allow)
+        .collect()
+}
+
 #[test]
 fn the_policy_grants_exactly_the_actions_the_code_calls() {
-    let granted: BTreeSet<String> = controller_policy()
-        .iter()
-        .flat_map(|s| s.actions.clone())
-        .collect();
+    let granted: BTreeSet<String> = grants().iter().flat_map(|s| s.actions.clone()).collect();
     let wanted: BTreeSet<String> = IAM_ACTIONS.iter().map(|a| a.to_string()).collect();
     assert_eq!(
         granted, wanted,
@@ -551,7 +568,7 @@ fn the_policy_grants_exactly_the_actions_the_code_calls() {
 
 #[test]
 fn table_creation_is_granted_only_on_request() {
-    let policy = controller_policy();
+    let policy = grants();
     let gated: Vec<&Statement> = policy.iter().filter(|s| s.gated_by.is_some()).collect();
     assert_eq!(gated.len(), 1);
     assert_eq!(
@@ -575,7 +592,7 @@ fn table_creation_is_granted_only_on_request() {
 
 #[test]
 fn every_statement_is_scoped() {
-    for s in controller_policy() {
+    for s in grants() {
         let services: BTreeSet<&str> = s
             .actions
             .iter()
@@ -711,4 +728,372 @@ fn the_example_wires_both_modules() {
     let vars = |name: &str| text(block(&root, "variable", &[name]).body(), "default");
     assert_eq!(vars("primary_region"), "\"us-east-1\"");
     assert_eq!(vars("replica_regions"), "[\"us-east-2\", \"us-west-2\"]");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deletion protection.
+
+#[test]
+fn every_table_and_every_replica_has_deletion_protection() {
+    let m = module("dynamodb");
+    for name in ["global", "regional"] {
+        assert_eq!(
+            text(table_resource(&m, name), "deletion_protection_enabled"),
+            "var.deletion_protection",
+            "aws_dynamodb_table.{name}"
+        );
+    }
+    // A replica is a table of its own in its region: the table's setting does not protect it.
+    let replica = content(dynamic(table_resource(&m, "global"), "replica"));
+    assert_eq!(
+        text(replica, "deletion_protection_enabled"),
+        "var.deletion_protection",
+        "the replicas of the global tables"
+    );
+    let v = block(&m, "variable", &["deletion_protection"]).body();
+    assert_eq!(text(v, "default"), "true");
+    assert_eq!(text(v, "type"), "bool");
+}
+
+#[test]
+fn every_root_and_module_requires_a_provider_with_replica_deletion_protection() {
+    // replica.deletion_protection_enabled arrived in hashicorp/aws 6.9.
+    for dir in [
+        "modules/dynamodb",
+        "modules/autoscaler-iam",
+        "modules/vpc-endpoints",
+        "envs/example",
+    ] {
+        let blocks = load(&terraform_dir().join(dir));
+        let tf = blocks
+            .iter()
+            .find(|b| b.identifier() == "terraform")
+            .unwrap_or_else(|| panic!("{dir}: no terraform block"));
+        let providers: Vec<&Block> = sub_blocks(tf.body(), "required_providers").collect();
+        assert_eq!(providers.len(), 1, "{dir}: one required_providers block");
+        let aws = object(attr(providers[0].body(), "aws").expect("aws provider"))
+            .unwrap_or_else(|e| panic!("{dir}: {e}"));
+        assert_eq!(
+            string(field(&aws, "version").expect("version")).as_deref(),
+            Ok(">= 6.9, < 7.0"),
+            "{dir}"
+        );
+        assert_eq!(
+            string(field(&aws, "source").expect("source")).as_deref(),
+            Ok("hashicorp/aws")
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// VPC endpoints.
+
+#[test]
+fn the_role_is_restricted_to_each_services_vpc_endpoints_only_when_asked() {
+    let policy = controller_policy();
+    let denies: Vec<&Statement> = policy.iter().filter(|s| !s.is_allow()).collect();
+    // Every service the controller calls, and only those.
+    let called: BTreeSet<String> = IAM_ACTIONS
+        .iter()
+        .map(|a| a.split(':').next().expect("service").to_string())
+        .collect();
+    let denied: BTreeSet<String> = denies
+        .iter()
+        .map(|s| {
+            assert_eq!(s.actions.len(), 1, "{}", s.sid);
+            s.actions[0]
+                .strip_suffix(":*")
+                .unwrap_or_else(|| panic!("{}: deny the whole service", s.sid))
+                .to_string()
+        })
+        .collect();
+    assert_eq!(denied, called, "one Deny per service the controller calls");
+    for s in &denies {
+        let service = s.actions[0].trim_end_matches(":*");
+        // The module's input names CloudWatch's endpoint service, "monitoring".
+        let ids = match service {
+            "cloudwatch" => "monitoring",
+            other => other,
+        };
+        assert_eq!(
+            s.gated_by.as_deref(),
+            Some(
+                format!("var.restrict_to_vpc_endpoints ? [var.vpc_endpoint_ids.{ids}] : []")
+                    .as_str()
+            ),
+            "{}: only with restrict_to_vpc_endpoints, with {service}'s own endpoints",
+            s.sid
+        );
+        assert_eq!(s.resources, "[\"*\"]", "{}", s.sid);
+        // StringNotEquals is true when aws:SourceVpce is missing (a call not through an
+        // endpoint), so such calls are denied too.
+        assert_eq!(
+            s.conditions,
+            [(
+                "\"StringNotEquals\"".to_string(),
+                "\"aws:SourceVpce\"".to_string(),
+                "statement.value".to_string()
+            )],
+            "{}",
+            s.sid
+        );
+    }
+
+    let m = module("autoscaler-iam");
+    let restrict = block(&m, "variable", &["restrict_to_vpc_endpoints"]).body();
+    assert_eq!(text(restrict, "default"), "false", "off unless asked for");
+    let ids = block(&m, "variable", &["vpc_endpoint_ids"]).body();
+    let conditions: Vec<String> = sub_blocks(ids, "validation")
+        .map(|v| text(v.body(), "condition"))
+        .collect();
+    assert!(
+        conditions
+            .iter()
+            .any(|c| c.starts_with("!var.restrict_to_vpc_endpoints ||")
+                && ["dynamodb", "autoscaling", "monitoring"]
+                    .iter()
+                    .all(|s| c.contains(&format!("var.vpc_endpoint_ids.{s}")))),
+        "restricting without every service's endpoints must be rejected: {conditions:?}"
+    );
+}
+
+#[test]
+fn the_endpoints_module_makes_a_gateway_for_dynamodb_and_interfaces_for_the_rest() {
+    let m = module("vpc-endpoints");
+    let ddb = block(&m, "resource", &["aws_vpc_endpoint", "dynamodb"]).body();
+    assert_eq!(text(ddb, "for_each"), "var.networks");
+    assert_eq!(text(ddb, "region"), "each.key");
+    assert_eq!(text(ddb, "vpc_endpoint_type"), "\"Gateway\"");
+    assert_eq!(
+        text(ddb, "service_name"),
+        "\"com.amazonaws.${each.key}.dynamodb\""
+    );
+    assert_eq!(text(ddb, "route_table_ids"), "each.value.route_table_ids");
+
+    let itf = block(&m, "resource", &["aws_vpc_endpoint", "interface"]).body();
+    assert_eq!(text(itf, "vpc_endpoint_type"), "\"Interface\"");
+    assert_eq!(text(itf, "private_dns_enabled"), "true");
+    assert_eq!(text(itf, "region"), "each.value.region");
+    assert_eq!(
+        text(itf, "service_name"),
+        "\"com.amazonaws.${each.value.region}.${each.value.service}\""
+    );
+    assert_eq!(
+        strings(local(&m, "interface_services")),
+        ["autoscaling", "monitoring"]
+    );
+    let rule = block(
+        &m,
+        "resource",
+        &["aws_vpc_security_group_ingress_rule", "https"],
+    )
+    .body();
+    assert_eq!(text(rule, "from_port"), "443");
+    assert_eq!(text(rule, "to_port"), "443");
+    assert_eq!(
+        text(rule, "cidr_ipv4"),
+        "data.aws_vpc.controllers[each.key].cidr_block"
+    );
+
+    let out = text(block(&m, "output", &["endpoint_ids"]).body(), "value");
+    for key in ["dynamodb =", "autoscaling =", "monitoring ="] {
+        assert!(out.contains(key), "endpoint_ids lacks {key}: {out}");
+    }
+}
+
+#[test]
+fn the_example_wires_the_optional_vpc_endpoints_to_the_role() {
+    let root = load(&terraform_dir().join("envs/example"));
+    let enable = block(&root, "variable", &["enable_vpc_endpoints"]).body();
+    assert_eq!(text(enable, "default"), "false", "off by default");
+    let ep = block(&root, "module", &["vpc_endpoints"]).body();
+    assert_eq!(text(ep, "source"), "\"../../modules/vpc-endpoints\"");
+    assert_eq!(text(ep, "count"), "var.enable_vpc_endpoints ? 1 : 0");
+    assert_eq!(text(ep, "networks"), "var.vpc_endpoint_networks");
+    let iam = block(&root, "module", &["autoscaler_iam"]).body();
+    assert_eq!(
+        text(iam, "restrict_to_vpc_endpoints"),
+        "var.enable_vpc_endpoints"
+    );
+    assert_eq!(
+        text(iam, "vpc_endpoint_ids"),
+        "var.enable_vpc_endpoints ? module.vpc_endpoints[0].endpoint_ids : null"
+    );
+    // Every region's controllers need endpoints once the role is restricted to them.
+    let networks = block(&root, "variable", &["vpc_endpoint_networks"]).body();
+    let conditions: Vec<String> = sub_blocks(networks, "validation")
+        .map(|v| text(v.body(), "condition"))
+        .collect();
+    assert!(
+        conditions.iter().any(|c| c.contains(
+            "toset(keys(var.vpc_endpoint_networks)) == toset(concat([var.primary_region], var.replica_regions))"
+        )),
+        "{conditions:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Layout: what `terraform fmt` would write (hclwrite's rules), checked without Terraform.
+
+/// The problems `terraform fmt` would fix in `text`: each line indented two spaces per open
+/// bracket level (a line that opens several brackets indents once, as hclwrite does), and the
+/// `=` of consecutive one-line attributes aligned one space after the longest name. A line
+/// that is blank, a comment, or opens a multi-line value ends such a run.
+fn fmt_problems(text: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut stack: Vec<i32> = Vec::new();
+    let mut heredoc: Option<String> = None;
+    // (line number, name width, column of `=`) of the current run of attribute lines.
+    let mut run: Vec<(usize, usize, usize)> = Vec::new();
+    let close = |run: &mut Vec<(usize, usize, usize)>, problems: &mut Vec<String>| {
+        let width = run.iter().map(|r| r.1).max().unwrap_or(0);
+        for &(n, _, eq) in run.iter() {
+            if eq != width + 1 {
+                problems.push(format!(
+                    "line {n}: `=` at column {eq}, terraform fmt puts it at {}",
+                    width + 1
+                ));
+            }
+        }
+        run.clear();
+    };
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        if let Some(end) = &heredoc {
+            if line.trim() == end {
+                heredoc = None;
+            }
+            continue;
+        }
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with("//") {
+            close(&mut run, &mut problems);
+            continue;
+        }
+        if line.contains('\t') || line.ends_with(' ') {
+            problems.push(format!("line {n}: a tab or trailing space"));
+        }
+        // Brackets outside strings (interpolations count, as in hclwrite), and the first `=`.
+        let (mut net, mut before_eq, mut eq) = (0i32, 0i32, None);
+        let (mut in_str, mut interp) = (false, 0);
+        let b = line.as_bytes();
+        let mut j = 0;
+        while j < b.len() {
+            let c = b[j];
+            if in_str {
+                match c {
+                    b'\\' => j += 1,
+                    b'"' => in_str = false,
+                    b'$' if b.get(j + 1) == Some(&b'{') => {
+                        net += 1;
+                        interp += 1;
+                        in_str = false;
+                        j += 1;
+                    }
+                    _ => {}
+                }
+            } else if interp > 0 && c == b'}' {
+                net -= 1;
+                interp -= 1;
+                in_str = true;
+            } else {
+                match c {
+                    b'"' => in_str = true,
+                    b'#' => break,
+                    b'/' if b.get(j + 1) == Some(&b'/') => break,
+                    b'<' if line[j..].starts_with("<<") => {
+                        heredoc = Some(line[j..].trim_start_matches(['<', '-']).to_string());
+                    }
+                    b'{' | b'[' | b'(' => net += 1,
+                    b'}' | b']' | b')' => net -= 1,
+                    b'=' if eq.is_none()
+                        && b.get(j + 1) != Some(&b'=')
+                        && !matches!(b.get(j.wrapping_sub(1)), Some(b'!' | b'<' | b'>' | b'=')) =>
+                    {
+                        eq = Some(j);
+                        before_eq = net;
+                    }
+                    _ => {}
+                }
+            }
+            j += 1;
+        }
+        let want = match net {
+            0 => 2 * stack.len(),
+            _ if net > 0 => {
+                stack.push(net);
+                2 * (stack.len() - 1)
+            }
+            _ => {
+                let mut closed = -net;
+                while closed > 0 {
+                    let Some(top) = stack.last_mut() else { break };
+                    if closed >= *top {
+                        closed -= *top;
+                        stack.pop();
+                    } else {
+                        *top -= closed;
+                        closed = 0;
+                    }
+                }
+                2 * stack.len()
+            }
+        };
+        let indent = line.len() - line.trim_start_matches(' ').len();
+        if indent != want {
+            problems.push(format!(
+                "line {n}: indented {indent}, terraform fmt indents {want}"
+            ));
+        }
+        match eq {
+            // A one-line attribute: the value's brackets close on the line.
+            Some(e) if before_eq == 0 && net == 0 => {
+                run.push((n, line[..e].trim_end().len(), e));
+            }
+            _ => close(&mut run, &mut problems),
+        }
+    }
+    close(&mut run, &mut problems);
+    problems
+}
+
+fn tf_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).expect("readable directory") {
+        let p = e.expect("entry").path();
+        if p.is_dir() {
+            tf_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "tf") {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn every_terraform_file_is_laid_out_as_terraform_fmt_would() {
+    let mut files = Vec::new();
+    tf_files(&terraform_dir(), &mut files);
+    assert!(files.len() >= 10, "found only {files:?}");
+    let mut bad = Vec::new();
+    for f in &files {
+        for p in fmt_problems(&std::fs::read_to_string(f).expect("readable")) {
+            bad.push(format!("{}: {p}", f.display()));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "not as terraform fmt writes it:\n{}",
+        bad.join("\n")
+    );
+}
+
+#[test]
+fn the_layout_check_finds_what_terraform_fmt_would_change() {
+    let good = "locals {\n  a  = 1\n  bc = 2\n  d = [\n    \"x\",\n  ]\n  # c\n  e = jsonencode({\n    k = \"${var.x}\"\n  })\n}\n";
+    assert_eq!(fmt_problems(good), Vec::<String>::new());
+    // Unaligned `=` in a run, and a wrong indent.
+    assert_eq!(fmt_problems("locals {\n  a = 1\n  bcd = 2\n}\n").len(), 1);
+    assert_eq!(fmt_problems("locals {\n   a = 1\n}\n").len(), 1);
+    // The run that was wrong in autoscaler-iam: a comment starts a new run.
+    let iam = "locals {\n  # c\n  instance_table_arns = 1\n  index_arns         = 2\n}\n";
+    assert_eq!(fmt_problems(iam).len(), 1);
 }

@@ -34,6 +34,21 @@ module "dynamodb" {
   }
 }
 
+# Optional: private endpoints for DynamoDB, Auto Scaling and CloudWatch in every region, and
+# the controller's role restricted to calls through them (deploy/RUNBOOK.md, "Private access
+# through VPC endpoints").
+module "vpc_endpoints" {
+  source = "../../modules/vpc-endpoints"
+  count  = var.enable_vpc_endpoints ? 1 : 0
+
+  name_prefix = var.name_prefix
+  networks    = var.vpc_endpoint_networks
+
+  tags = {
+    Component = "mrgc-autoscaler"
+  }
+}
+
 module "autoscaler_iam" {
   source = "../../modules/autoscaler-iam"
 
@@ -43,6 +58,9 @@ module "autoscaler_iam" {
 
   oidc_provider_arns      = var.eks_oidc_provider_arns
   create_instance_profile = var.create_instance_profile
+
+  restrict_to_vpc_endpoints = var.enable_vpc_endpoints
+  vpc_endpoint_ids          = var.enable_vpc_endpoints ? module.vpc_endpoints[0].endpoint_ids : null
 
   tags = {
     Component = "mrgc-autoscaler"

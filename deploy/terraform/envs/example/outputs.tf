@@ -4,7 +4,7 @@ output "table_names" {
 }
 
 output "controller_role_arn" {
-  description = "Put this in deploy/k8s/serviceaccount.yaml (eks.amazonaws.com/role-arn)."
+  description = "Put this in deploy/k8s/base/serviceaccount.yaml (eks.amazonaws.com/role-arn)."
   value       = module.autoscaler_iam.role_arn
 }
 

@@ -39,3 +39,26 @@ variable "alarm_sns_topic_arns" {
   type        = map(string)
   default     = {}
 }
+
+variable "enable_vpc_endpoints" {
+  description = "Create VPC endpoints for DynamoDB (gateway), Auto Scaling and CloudWatch (interface) in every region of vpc_endpoint_networks, and deny the controller's calls that do not come through them."
+  type        = bool
+  default     = false
+}
+
+variable "vpc_endpoint_networks" {
+  description = "With enable_vpc_endpoints, by region (every region of the tables): the controllers' VPC, the route tables of their subnets, and the subnets for the interface endpoints."
+  type = map(object({
+    vpc_id          = string
+    route_table_ids = list(string)
+    subnet_ids      = list(string)
+  }))
+  default = {}
+
+  # The role is denied every call outside the endpoints: a region without them would have a
+  # controller that can call nothing.
+  validation {
+    condition     = !var.enable_vpc_endpoints || toset(keys(var.vpc_endpoint_networks)) == toset(concat([var.primary_region], var.replica_regions))
+    error_message = "With enable_vpc_endpoints, vpc_endpoint_networks must name exactly the primary and replica regions: the controllers of a region without endpoints could call nothing."
+  }
+}

@@ -16,7 +16,7 @@ locals {
   written_table_arns = flatten([for s in local.written_tables : var.table_arns[s]])
   # Drains update the instances table's state attribute (UpdateItem, conditional).
   instance_table_arns = var.table_arns["gpu-instances"]
-  index_arns         = [for arn in local.all_table_arns : "${arn}/index/*"]
+  index_arns          = [for arn in local.all_table_arns : "${arn}/index/*"]
 
   asg_arns = [
     for r in var.regions : "arn:${local.partition}:autoscaling:${r}:${local.account}:autoScalingGroup:*:autoScalingGroupName/*"
@@ -111,6 +111,60 @@ data "aws_iam_policy_document" "controller" {
       test     = "StringEquals"
       variable = "cloudwatch:namespace"
       values   = [local.cloudwatch_namespace]
+    }
+  }
+
+  # With restrict_to_vpc_endpoints, every call of each service the controller uses is refused
+  # unless it comes through one of that service's VPC endpoints (the vpc-endpoints module):
+  # aws:SourceVpce is in the request only when it went through an endpoint, and
+  # StringNotEquals is true when it is missing, so a call over the internet or a NAT gateway
+  # is denied. DynamoDB goes through a gateway endpoint, Auto Scaling and CloudWatch through
+  # interface endpoints; each statement lists its own service's endpoints, since a request
+  # carries the ID of the endpoint it used. Not covered: sts:AssumeRoleWithWebIdentity and the
+  # instance profile (how the role is obtained), KMS (used by DynamoDB on the caller's behalf)
+  # and replication between replicas (done by DynamoDB itself).
+  dynamic "statement" {
+    for_each = var.restrict_to_vpc_endpoints ? [var.vpc_endpoint_ids.dynamodb] : []
+    content {
+      sid       = "DynamoDBOnlyThroughVpcEndpoints"
+      effect    = "Deny"
+      actions   = ["dynamodb:*"]
+      resources = ["*"]
+      condition {
+        test     = "StringNotEquals"
+        variable = "aws:SourceVpce"
+        values   = statement.value
+      }
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.restrict_to_vpc_endpoints ? [var.vpc_endpoint_ids.autoscaling] : []
+    content {
+      sid       = "AutoScalingOnlyThroughVpcEndpoints"
+      effect    = "Deny"
+      actions   = ["autoscaling:*"]
+      resources = ["*"]
+      condition {
+        test     = "StringNotEquals"
+        variable = "aws:SourceVpce"
+        values   = statement.value
+      }
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.restrict_to_vpc_endpoints ? [var.vpc_endpoint_ids.monitoring] : []
+    content {
+      sid       = "CloudWatchOnlyThroughVpcEndpoints"
+      effect    = "Deny"
+      actions   = ["cloudwatch:*"]
+      resources = ["*"]
+      condition {
+        test     = "StringNotEquals"
+        variable = "aws:SourceVpce"
+        values   = statement.value
+      }
     }
   }
 }

@@ -1,5 +1,5 @@
 output "role_arn" {
-  description = "ARN of the controller's role: the value of the service account's `eks.amazonaws.com/role-arn` annotation (deploy/k8s/serviceaccount.yaml)."
+  description = "ARN of the controller's role: the value of the service account's `eks.amazonaws.com/role-arn` annotation (deploy/k8s/base/serviceaccount.yaml)."
   value       = aws_iam_role.controller.arn
 }
 

@@ -73,6 +73,33 @@ variable "allow_table_management" {
   default     = false
 }
 
+variable "restrict_to_vpc_endpoints" {
+  description = "Deny the controller's DynamoDB, Auto Scaling and CloudWatch calls unless they come through the VPC endpoints in vpc_endpoint_ids (condition aws:SourceVpce). Needs every controller's subnets routed through those endpoints (the vpc-endpoints module)."
+  type        = bool
+  default     = false
+}
+
+variable "vpc_endpoint_ids" {
+  description = "With restrict_to_vpc_endpoints: the IDs of the endpoints the controllers' calls must come through, by service, every region's together (the vpc-endpoints module's endpoint_ids output)."
+  type = object({
+    dynamodb    = list(string)
+    autoscaling = list(string)
+    monitoring  = list(string)
+  })
+  default  = { dynamodb = [], autoscaling = [], monitoring = [] }
+  nullable = false
+
+  validation {
+    condition     = alltrue([for id in concat(var.vpc_endpoint_ids.dynamodb, var.vpc_endpoint_ids.autoscaling, var.vpc_endpoint_ids.monitoring) : can(regex("^vpce-[0-9a-f]+$", id))])
+    error_message = "Every vpc_endpoint_ids entry must be a VPC endpoint ID (vpce-...)."
+  }
+
+  validation {
+    condition     = !var.restrict_to_vpc_endpoints || alltrue([for ids in [var.vpc_endpoint_ids.dynamodb, var.vpc_endpoint_ids.autoscaling, var.vpc_endpoint_ids.monitoring] : length(ids) > 0])
+    error_message = "restrict_to_vpc_endpoints needs endpoints for every service: dynamodb, autoscaling and monitoring (otherwise the controller could not call it at all)."
+  }
+}
+
 variable "permissions_boundary_arn" {
   description = "Permissions boundary to attach to the role, if the account requires one."
   type        = string

@@ -191,6 +191,9 @@ resource "aws_dynamodb_table" "global" {
       kms_key_arn            = local.kms_key_arns[replica.value]
       point_in_time_recovery = var.enable_point_in_time_recovery
       propagate_tags         = true
+      # Each replica is a table of its own that DeleteTable can remove in its region: it
+      # needs deletion protection too (the table's own setting does not cover it).
+      deletion_protection_enabled = var.deletion_protection
     }
   }
 

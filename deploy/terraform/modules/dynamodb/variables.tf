@@ -54,7 +54,7 @@ variable "kms_key_arns" {
 }
 
 variable "deletion_protection" {
-  description = "DynamoDB deletion protection on every table: `terraform destroy` and DeleteTable fail until it is turned off."
+  description = "DynamoDB deletion protection on every table and every replica of a global table: `terraform destroy` and DeleteTable fail until it is turned off."
   type        = bool
   default     = true
 }
