@@ -136,14 +136,30 @@ async fn tables_create_refuses_a_conflicting_table_and_changes_nothing() {
             .any(|d| d.contains("index `region-timestamp-index` is missing")),
         "{diffs:?}"
     );
-    // Nothing was created or altered.
-    let listed = env.ddb.list_tables().send().await.unwrap();
-    let ours: Vec<&String> = listed
-        .table_names()
-        .iter()
-        .filter(|t| t.starts_with(&prefix))
-        .collect();
-    assert_eq!(ours, vec![&metrics]);
+    // Nothing was created or altered. ListTables returns 100 names a page: a server that other
+    // tests share holds more, so every page is read.
+    let mut ours: Vec<String> = Vec::new();
+    let mut start: Option<String> = None;
+    loop {
+        let page = env
+            .ddb
+            .list_tables()
+            .set_exclusive_start_table_name(start.take())
+            .send()
+            .await
+            .unwrap();
+        ours.extend(
+            page.table_names()
+                .iter()
+                .filter(|t| t.starts_with(&prefix))
+                .cloned(),
+        );
+        match page.last_evaluated_table_name() {
+            Some(last) => start = Some(last.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(ours, vec![metrics.clone()]);
 
     // The command says so and exits non-zero.
     let out = Command::new(env!("CARGO_BIN_EXE_mrgc-autoscaler"))
@@ -154,7 +170,7 @@ async fn tables_create_refuses_a_conflicting_table_and_changes_nothing() {
         .output()
         .expect("run mrgc-autoscaler");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "exit {:?}", out.status);
+    assert_eq!(out.status.code(), Some(78), "EX_CONFIG: {stderr}");
     assert!(stderr.contains("sort key is `timestamp` (S)"), "{stderr}");
 }
 
@@ -1045,4 +1061,97 @@ async fn scale_in_drains_then_terminates_with_a_decrement() {
         "{foreign:?}"
     );
     assert_eq!(env.asg_desired(&asg).await, 5);
+}
+
+/// Defect: a garbage `queue_depth` was read as 0, so an instance reporting `{"N":"1e30"}` or
+/// `{"S":"7"}` was drained first and terminated as "empty" with its requests queued. Such an
+/// instance still counts (its other attributes are fine), its queue is unknown (counted as a
+/// bad attribute), and it is never taken for idle: the victims are the instances with known,
+/// small queues.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_garbage_queue_depth_is_never_read_as_idle() {
+    let endpoint = moto!();
+    let region = "us-east-1";
+    let env = Env::with_tables(&endpoint, region, "queue").await;
+    let base = |id: &str| instance_item(id, "model-q", region, "available", T0, T0 - 600);
+    let mut huge = base("i-huge");
+    huge.insert("queue_depth".into(), n("1e30"));
+    let mut string = base("i-string");
+    string.insert("queue_depth".into(), s("7"));
+    let mut missing = base("i-missing");
+    missing.remove("queue_depth");
+    let mut idle = base("i-idle");
+    idle.insert("queue_depth".into(), n(0));
+    let mut busy = base("i-busy");
+    busy.insert("queue_depth".into(), n(9));
+    for it in [huge, string, missing, idle, busy] {
+        env.put(&schema::GPU_INSTANCES, it).await;
+    }
+    let inv = env
+        .aws
+        .inventory
+        .pool_instances("model-q", region)
+        .await
+        .unwrap();
+    assert_eq!(
+        (inv.instances.len(), inv.skipped),
+        (5, 0),
+        "none is skipped"
+    );
+    let queue = |id: &str| {
+        inv.instances
+            .iter()
+            .find(|i| &*i.instance_id == id)
+            .map(|i| i.queue_depth)
+            .unwrap()
+    };
+    assert_eq!(queue("i-huge"), None);
+    assert_eq!(queue("i-string"), None);
+    assert_eq!(queue("i-missing"), None);
+    assert_eq!(queue("i-idle"), Some(0));
+    assert_eq!(queue("i-busy"), Some(9));
+    assert_eq!(env.bad_items("gpu-instances", "out_of_range"), 1);
+    assert_eq!(env.bad_items("gpu-instances", "string_for_number"), 1);
+    assert_eq!(env.bad_items("gpu-instances", "missing_attribute"), 1);
+    // Three victims to pick: the known queues go first, then the unknown ones.
+    let rules = mrgc_autoscaler::core::policy::Instances::default();
+    let victims = mrgc_autoscaler::core::capacity::pick_victims(
+        &inv.instances,
+        2,
+        usize::MAX,
+        &rules,
+        T0 * 1000,
+    );
+    let ids: Vec<&str> = victims.iter().map(|v| &*v.instance_id).collect();
+    assert_eq!(ids, ["i-idle", "i-busy"]);
+}
+
+/// Configuration errors have their own exit code, which the systemd unit's
+/// RestartPreventExitStatus and the manifests match: missing tables exit 78 (EX_CONFIG), not 1,
+/// so the service is not restarted every 5 s forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_against_missing_tables_exits_78() {
+    let endpoint = moto!();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.toml"),
+        "pool = \"p\"\nmin = 1\nmax = 4\n[regions.us-east-1]\nasg = \"g\"\n",
+    )
+    .unwrap();
+    let prefix = support::unique_prefix("none");
+    let out = Command::new(env!("CARGO_BIN_EXE_mrgc-autoscaler"))
+        .args(["run", "--backend", "aws", "--region", "us-east-1"])
+        .args(["--table-prefix", &prefix, "--endpoint-url", &endpoint])
+        .args(["--listen", "127.0.0.1:0", "--policies"])
+        .arg(dir.path())
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .output()
+        .expect("run mrgc-autoscaler");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{prefix}-gpu-instances")),
+        "{stderr}"
+    );
 }

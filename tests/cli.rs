@@ -180,7 +180,11 @@ fn run_on_the_embedded_region_scales_every_pool_up_and_down_within_an_hour() {
 #[test]
 fn bad_flags_are_usage_errors() {
     let out = bin().args(["run", "--interval", "soon"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2), "clap's usage error");
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "a bad flag is a usage error (EX_USAGE)"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a duration"));
     let out = bin()
         .args(["run", "--policies", "does-not-exist"])
@@ -395,4 +399,96 @@ fn a_bad_shadow_policy_or_lease_setting_exits_64_before_running() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Absurd values and malformed input from outside end in a located error and exit 64 (or 78
+/// for an environment that does not match), never a panic (101), an abort (134) or a kill.
+#[test]
+fn absurd_values_exit_64_with_a_message_and_never_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("far.csv");
+    std::fs::write(&trace, "timestamp_s,rps\n0,5\n4294967295,5\n").unwrap();
+    let policy = dir.path().join("huge.toml");
+    std::fs::write(
+        &policy,
+        "pool = \"p\"\nmin = 30000000\nmax = 30000000\n[regions.us-east-1]\nasg = \"g\"\n",
+    )
+    .unwrap();
+    let trace = trace.display().to_string();
+    let policy = policy.display().to_string();
+    // (arguments, environment, what stderr must say)
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            vec!["run", "--renew-every", "300000000000y"],
+            vec![],
+            "--renew-every",
+        ),
+        (
+            vec!["run", "--policy-poll", "300000000000y"],
+            vec![],
+            "--policy-poll",
+        ),
+        (
+            vec!["run", "--speed", "1e-18", "--duration", "1m"],
+            vec![],
+            "--speed",
+        ),
+        (vec!["run"], vec![("MRGC_INTERVAL", "abc")], "--interval"),
+        (
+            vec!["run", "--lease-duration", "0s"],
+            vec![],
+            "--lease-duration",
+        ),
+        (
+            vec!["simulate", "--trace", &trace, "--baselines", "none"],
+            vec![],
+            "far.csv:3: step 4294967295 s is longer than a day",
+        ),
+        (
+            vec!["policy", "check", &policy],
+            vec![],
+            "huge.toml:2:7: min = 30000000 is more than 100000 instances",
+        ),
+        (
+            vec!["run", "--policies", &policy, "--duration", "1m"],
+            vec![],
+            "huge.toml:3:7: max = 30000000 is more than 100000 instances",
+        ),
+    ];
+    for (args, env, says) in cases {
+        let mut cmd = bin();
+        cmd.args(&args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?} should say `{says}`:\n{err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+/// The signal handlers are installed before any work: a SIGTERM during start-up stops the
+/// process cleanly (exit 0), it is not killed by the signal.
+#[test]
+fn a_sigterm_during_start_up_exits_0() {
+    for delay_ms in [30, 150, 400] {
+        let child = bin()
+            .args(["run", "--listen", "127.0.0.1:0", "--speed", "3600"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        signal(&child, "TERM");
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "SIGTERM after {delay_ms} ms: {:?}",
+            out.status
+        );
+    }
 }

@@ -257,3 +257,109 @@ async fn three_controllers_one_leader_failover_on_kill_and_on_sigterm() {
             .any(|r| r.scaling_action == Action::ScaleUp && r.leader_epoch == 1)
     );
 }
+
+/// A leader stopped (SIGSTOP) past its lease while others go on: once continued (SIGCONT) it
+/// makes no ASG call. Its policy is made distinguishable (min 9, where the others' is 1), so
+/// any action of its shows in the group's desired capacity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_stopped_past_its_lease_acts_no_more_when_continued() {
+    let endpoint = moto!();
+    let env = Env::with_tables(&endpoint, REGION, "stop").await;
+    let asg = format!("{}-model-h", env.prefix);
+    env.create_asg(&asg, 0, 30, 2).await;
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64;
+    for k in 0..2 {
+        env.put(
+            &schema::GPU_INSTANCES,
+            instance_item(
+                &format!("i-st{k}"),
+                "model-h",
+                REGION,
+                "available",
+                now_s + 60,
+                now_s - 600,
+            ),
+        )
+        .await;
+    }
+    for m in -2..6 {
+        env.put_rps("model-h", now_s - now_s % 60 + m * 60, 1.0)
+            .await;
+    }
+    let policy = |min: u32| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(
+            dir.path().join("model-h.toml"),
+            format!(
+                "pool = \"model-h\"\nmin = {min}\nmax = 20\n[scale_down]\ndrain = false\n\
+                 max_step = \"100%\"\nstabilization = \"0s\"\n[regions.{REGION}]\nasg = \"{asg}\"\n"
+            ),
+        )
+        .expect("write policy");
+        dir
+    };
+    let (dir_a, dir_b) = (policy(9), policy(1));
+    let a = start("a", &env, &endpoint, dir_a.path());
+    let mut seen = Vec::new();
+    let (first, _, _) =
+        wait_for_new_holder(&env, &asg, "", Duration::from_secs(20), &mut seen).await;
+    assert_eq!(first, "a");
+    let t = Instant::now();
+    while env.asg_desired(&asg).await != 9 {
+        assert!(t.elapsed() < Duration::from_secs(20), "a never acted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let others: Vec<Child> = ["b", "c"]
+        .iter()
+        .map(|id| start(id, &env, &endpoint, dir_b.path()))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    signal(&a, "STOP");
+    let (second, _, _) =
+        wait_for_new_holder(&env, &asg, "a", LEASE + Duration::from_secs(10), &mut seen).await;
+    let t = Instant::now();
+    while env.asg_desired(&asg).await != 1 {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "{second} never acted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    signal(&a, "CONT");
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(8) {
+        let d = env.asg_desired(&asg).await;
+        assert_ne!(d, 9, "the stopped leader acted after SIGCONT");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Nor did it record anything once the next epoch began.
+    let records = env
+        .aws
+        .log
+        .history("model-h", Some(REGION), 0, 10_000)
+        .await
+        .expect("history");
+    let took_over = records
+        .iter()
+        .filter(|r| r.controller_id == second)
+        .map(|r| r.at_ms())
+        .min()
+        .expect("the new leader recorded");
+    assert!(
+        records
+            .iter()
+            .all(|r| r.controller_id != "a" || r.at_ms() < took_over),
+        "the stopped leader recorded after the takeover"
+    );
+    for c in others.iter().chain(std::iter::once(&a)) {
+        signal(c, "TERM");
+    }
+    let mut a = a;
+    let _ = a.wait();
+    for mut c in others {
+        let _ = c.wait();
+    }
+}

@@ -320,6 +320,16 @@ impl MemoryRegion {
         );
     }
 
+    /// Drop an instance's item from the instances table while the group keeps it (an agent
+    /// that never registered, or an item so malformed the reader skips it).
+    pub fn forget_item(&self, instance_id: &str) {
+        let mut s = self.lock();
+        let id: Arc<str> = Arc::from(instance_id);
+        if let Some(old) = s.instances.get(&id).cloned() {
+            s.unindex(&id, &old.rec.model_pool, &old.rec.region);
+        }
+    }
+
     pub fn set_state(&self, instance_id: &str, state: InstanceState) {
         if let Some(m) = self.lock().instances.get_mut(instance_id) {
             m.rec.state = state;

@@ -30,8 +30,9 @@ impl TokioClock {
         TokioClock {
             start_ms,
             start: tokio::time::Instant::now(),
+            // Bounded so that no sleep overflows: a thousandth to a million times the wall.
             speed: if speed.is_finite() && speed > 0.0 {
-                speed
+                speed.clamp(1e-3, 1e6)
             } else {
                 1.0
             },
@@ -51,7 +52,10 @@ impl Clock for TokioClock {
     }
 
     async fn sleep(&self, d: Duration) {
-        tokio::time::sleep(d.div_f64(self.speed)).await;
+        let wall =
+            Duration::try_from_secs_f64(d.as_secs_f64() / self.speed).unwrap_or(Duration::MAX);
+        // tokio caps a deadline past its far future.
+        tokio::time::sleep(wall).await;
     }
 }
 

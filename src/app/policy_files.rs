@@ -43,7 +43,10 @@ fn read_sources(path: &Path) -> Result<Vec<PolicySource>, Problem> {
         for entry in entries {
             let entry = entry.map_err(|e| io_problem(e, "check the directory's permissions"))?;
             let p = entry.path();
-            if p.extension().is_some_and(|x| x == "toml") && p.is_file() {
+            // Every *.toml entry but a directory is read: a dangling link (a ConfigMap swap
+            // caught half-way) or an unreadable file is an error that keeps the last good
+            // policies in force, never a pool silently dropped.
+            if p.extension().is_some_and(|x| x == "toml") && !p.is_dir() {
                 files.push(p);
             }
         }
@@ -73,4 +76,35 @@ fn read_sources(path: &Path) -> Result<Vec<PolicySource>, Problem> {
             Ok(PolicySource { path: p, text })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "pool = \"p\"\nmin = 1\nmax = 10\n[regions.us-east-1]\nasg = \"g\"\n";
+
+    #[cfg(unix)]
+    #[test]
+    fn a_dangling_policy_link_is_an_error_not_a_removed_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("p.toml"), GOOD).unwrap();
+        std::fs::write(
+            dir.path().join("q.toml"),
+            GOOD.replace("pool = \"p\"", "pool = \"q\""),
+        )
+        .unwrap();
+        assert_eq!(
+            load_paths(&[dir.path().to_path_buf()]).unwrap().pools.len(),
+            2
+        );
+        // A ConfigMap swap caught half-way: q.toml now points nowhere.
+        std::fs::remove_file(dir.path().join("q.toml")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("..data/q.toml"), dir.path().join("q.toml"))
+            .unwrap();
+        let err = load_paths(&[dir.path().to_path_buf()]).expect_err("unreadable q.toml");
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert!(err.problems[0].file.ends_with("q.toml"), "{err}");
+        assert!(err.problems[0].what.starts_with("cannot read"), "{err}");
+    }
 }

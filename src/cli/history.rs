@@ -11,7 +11,7 @@ use mrgc_autoscaler::ports::DecisionLog;
 use mrgc_autoscaler::telemetry::Metrics;
 
 use super::tables::TableArgs;
-use super::{EXIT_USAGE, aws_region, parse_duration, runtime};
+use super::{EXIT_USAGE, aws_region, runtime};
 
 #[derive(Args)]
 pub(super) struct HistoryArgs {
@@ -27,7 +27,7 @@ pub(super) struct HistoryArgs {
     #[arg(long, env = "MRGC_ALL_REGIONS")]
     all_regions: bool,
     /// How far back.
-    #[arg(long, env = "MRGC_SINCE", default_value = "1h", value_parser = parse_duration)]
+    #[arg(long, env = "MRGC_SINCE", default_value = "1h", value_parser = super::bounded::lookback)]
     since: Duration,
     /// At most this many records.
     #[arg(long, env = "MRGC_LIMIT", default_value_t = 100)]

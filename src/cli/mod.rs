@@ -68,8 +68,84 @@ pub(super) fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. 30s, 10m, 1h"))
 }
 
+/// A duration flag within `[lo, hi]`: every number from outside is bounded, so no flag can
+/// overflow a timer or a clock.
+pub(super) fn duration_within(s: &str, lo: Duration, hi: Duration) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < lo || d > hi {
+        return Err(format!(
+            "`{s}` is outside {} to {}",
+            humantime::format_duration(lo),
+            humantime::format_duration(hi)
+        ));
+    }
+    Ok(d)
+}
+
+/// Bounded duration flags, by what they time.
+pub(super) mod bounded {
+    use std::time::Duration;
+
+    use super::duration_within;
+
+    const MS: Duration = Duration::from_millis(1);
+    const S: Duration = Duration::from_secs(1);
+    const MIN: Duration = Duration::from_secs(60);
+    const H: Duration = Duration::from_secs(3600);
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    /// The reconcile interval: 1 s to 1 h.
+    pub fn interval(s: &str) -> Result<Duration, String> {
+        duration_within(s, S, H)
+    }
+    /// Lease timings: 100 ms to 10 minutes.
+    pub fn lease(s: &str) -> Result<Duration, String> {
+        duration_within(s, 100 * MS, 10 * MIN)
+    }
+    /// Polls (policy files, the standby's lease read): 100 ms to 1 h.
+    pub fn poll(s: &str) -> Result<Duration, String> {
+        duration_within(s, 100 * MS, H)
+    }
+    /// How long something runs or looks back: up to 400 days.
+    pub fn span(s: &str) -> Result<Duration, String> {
+        duration_within(s, Duration::ZERO, 400 * DAY)
+    }
+    /// How far back to look in the decision log: up to 100,000 days ("everything").
+    pub fn lookback(s: &str) -> Result<Duration, String> {
+        duration_within(s, Duration::ZERO, 100_000 * DAY)
+    }
+
+    /// The embedded run's speed: 0.01 to 100000 controller seconds per wall second.
+    pub fn speed(s: &str) -> Result<f64, String> {
+        match s.trim().parse::<f64>() {
+            Ok(v) if (0.01..=100_000.0).contains(&v) => Ok(v),
+            _ => Err(format!(
+                "`{s}` is not a speed from 0.01 to 100000 (controller seconds per wall second)"
+            )),
+        }
+    }
+
+    /// A launch time: 1 s to 2 h (as `instances.launch_time`).
+    pub fn launch(s: &str) -> Result<Duration, String> {
+        duration_within(s, S, 2 * H)
+    }
+}
+
+/// EX_CONFIG: the environment does not match the configuration (tables missing or
+/// different, no pool for the region, the listen address taken). Restarting cannot fix it.
+pub(super) const EXIT_CONFIG: u8 = 78;
+
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Bad flags or environment values exit 64 (EX_USAGE), like every other usage error;
+    // --help and --version exit 0.
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
     // Only the AWS service logs at info by default; one-shot commands, the simulator and the
     // local demo (which prints its own decision lines) keep stderr for warnings.
     init_tracing(
@@ -166,26 +242,43 @@ pub(super) fn spawn_sighup(reload: std::sync::Arc<tokio::sync::Notify>) {
     }
 }
 
-/// Ctrl-C or SIGTERM.
-pub(super) async fn shutdown_signal() {
+/// SIGTERM or Ctrl-C (SIGINT). The handlers are installed when this is *called*, not when
+/// the future is first polled, so a signal during start-up (reading the tables, the first
+/// cycle) is caught. Call it inside the runtime (`rt.enter()`) before any other work.
+pub(super) fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        let term = signal(SignalKind::terminate()).ok();
+        let int = signal(SignalKind::interrupt()).ok();
+        async move {
+            let term = async {
+                match term {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+            };
+            let int = async {
+                match int {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = term => {}
+                _ = int => {}
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

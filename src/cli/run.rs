@@ -19,8 +19,8 @@ use mrgc_autoscaler::schema;
 use mrgc_autoscaler::telemetry::Metrics;
 
 use super::{
-    EXIT_USAGE, default_controller_id, load_policies, parse_duration, runtime, shutdown_signal,
-    spawn_sighup,
+    EXIT_CONFIG, EXIT_USAGE, bounded, default_controller_id, load_policies, runtime,
+    shutdown_signal, spawn_sighup,
 };
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -46,13 +46,13 @@ pub(super) struct RunArgs {
     #[arg(long, env = "MRGC_REGION", default_value = "us-east-1")]
     region: String,
     /// Time between reconcile cycles.
-    #[arg(long, env = "MRGC_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "MRGC_INTERVAL", default_value = "30s", value_parser = bounded::interval)]
     interval: Duration,
     /// Local backend: controller seconds per wall second.
-    #[arg(long, env = "MRGC_SPEED", default_value_t = 60.0)]
+    #[arg(long, env = "MRGC_SPEED", default_value_t = 60.0, value_parser = bounded::speed)]
     speed: f64,
     /// Local backend: controller time to run for (default: until Ctrl-C).
-    #[arg(long, env = "MRGC_DURATION", value_parser = parse_duration)]
+    #[arg(long, env = "MRGC_DURATION", value_parser = bounded::span)]
     duration: Option<Duration>,
     /// Decide and record, never act.
     #[arg(long, env = "MRGC_DRY_RUN")]
@@ -67,7 +67,7 @@ pub(super) struct RunArgs {
     #[arg(long, env = "MRGC_CONTROLLER_ID")]
     controller_id: Option<String>,
     /// Record an unchanged `none` decision at least this often.
-    #[arg(long, env = "MRGC_RECORD_HEARTBEAT", default_value = "10m", value_parser = parse_duration)]
+    #[arg(long, env = "MRGC_RECORD_HEARTBEAT", default_value = "10m", value_parser = bounded::interval)]
     record_heartbeat: Duration,
     /// AWS backend: table names are `<prefix>-<table>`.
     #[arg(long, env = "MRGC_TABLE_PREFIX")]
@@ -86,29 +86,31 @@ pub(super) struct RunArgs {
     #[arg(long, env = "MRGC_LISTEN", default_value = "127.0.0.1:9464")]
     listen: std::net::SocketAddr,
     /// Re-read the policy files this often when they changed (and at once on SIGHUP).
-    #[arg(long, env = "MRGC_POLICY_POLL", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "MRGC_POLICY_POLL", default_value = "5s", value_parser = bounded::poll)]
     policy_poll: Duration,
     /// How long a leader's lease lasts without renewal.
-    #[arg(long, env = "MRGC_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, env = "MRGC_LEASE_DURATION", default_value = "15s", value_parser = bounded::lease)]
     lease_duration: Duration,
     /// How often the leader renews its lease.
-    #[arg(long, env = "MRGC_RENEW_EVERY", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "MRGC_RENEW_EVERY", default_value = "5s", value_parser = bounded::lease)]
     renew_every: Duration,
     /// How often a standby reads the lease: after the leader's SIGTERM it takes over within
     /// this. Each standby reads once per poll (about 1.3 M read units a month at 1 s).
-    #[arg(long, env = "MRGC_STANDBY_POLL", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, env = "MRGC_STANDBY_POLL", default_value = "1s", value_parser = bounded::lease)]
     standby_poll: Duration,
 }
 
 pub(super) fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
+    // Signals first: a SIGTERM at any moment from here on stops the process cleanly.
+    let rt = runtime()?;
+    let shutdown = {
+        let _in_runtime = rt.enter();
+        shutdown_signal()
+    };
     let set = match load_policies(&a.policies) {
         Ok(s) => s,
         Err(code) => return Ok(code),
     };
-    if a.interval.is_zero() || !(a.speed.is_finite() && a.speed > 0.0) {
-        eprintln!("error: --interval must be longer than zero and --speed a positive number");
-        return Ok(ExitCode::from(EXIT_USAGE));
-    }
     let controller_id = a
         .controller_id
         .clone()
@@ -128,7 +130,6 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(EXIT_USAGE));
     }
-    let rt = runtime()?;
     match a.backend {
         Backend::Aws => {
             let Some(prefix) = a.table_prefix.clone().filter(|p| !p.is_empty()) else {
@@ -140,9 +141,9 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
                     "error: no pool has a policy for region {0}: add a [regions.{0}] section or pick another --region",
                     a.region
                 );
-                return Ok(ExitCode::from(EXIT_USAGE));
+                return Ok(ExitCode::from(EXIT_CONFIG));
             }
-            rt.block_on(run_aws(set, a, prefix, controller_id, shadow))
+            rt.block_on(run_aws(set, a, prefix, controller_id, shadow, shutdown))
         }
         Backend::Local => {
             println!(
@@ -194,11 +195,15 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
                 let reload = std::sync::Arc::new(tokio::sync::Notify::new());
                 spawn_sighup(reload.clone());
                 let hooks = LocalHooks { listener, reload };
-                run_local(set, opts, hooks, &mut out, shutdown_signal()).await
+                run_local(set, opts, hooks, &mut out, shutdown).await
             });
             match result {
                 Ok(_) => Ok(ExitCode::SUCCESS),
                 Err(e @ mrgc_autoscaler::app::local::LocalError::Io(_)) => Err(e.into()),
+                Err(e @ mrgc_autoscaler::app::local::LocalError::NoPools(_)) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::from(EXIT_CONFIG))
+                }
                 Err(e) => {
                     eprintln!("error: {e}");
                     Ok(ExitCode::from(EXIT_USAGE))
@@ -214,12 +219,26 @@ pub(super) async fn run_aws(
     prefix: String,
     controller_id: String,
     shadow: Option<PolicySet>,
+    shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<ExitCode> {
+    tokio::pin!(shutdown);
     let metrics = Metrics::new();
     let mut opts = AwsOptions::new(&a.region, &prefix, a.endpoint_url.clone());
     opts.cloudwatch = !a.no_cloudwatch;
-    let aws = AwsBackends::build(&opts, &metrics).await;
-    match tables::verify_tables(&aws.clients, &schema::ALL).await {
+    // Start-up gives way to a signal too: nothing is held yet, so there is nothing to release.
+    let started = async {
+        let aws = AwsBackends::build(&opts, &metrics).await;
+        let tables = tables::verify_tables(&aws.clients, &schema::ALL).await;
+        (aws, tables)
+    };
+    let (aws, verified) = tokio::select! {
+        r = started => r,
+        _ = &mut shutdown => {
+            tracing::info!("stopped while starting");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    match verified {
         Ok(warnings) => {
             for w in warnings {
                 tracing::warn!("{w}");
@@ -227,7 +246,7 @@ pub(super) async fn run_aws(
         }
         Err(e @ (TablesError::Missing(_) | TablesError::Differ(_))) => {
             eprintln!("error: {e}");
-            return Ok(ExitCode::FAILURE);
+            return Ok(ExitCode::from(EXIT_CONFIG));
         }
         Err(e) => return Err(anyhow::Error::new(e).context("checking the tables")),
     }
@@ -247,7 +266,7 @@ pub(super) async fn run_aws(
                 "error: cannot listen on {} ({e}); pick another --listen",
                 a.listen
             );
-            return Ok(ExitCode::from(EXIT_USAGE));
+            return Ok(ExitCode::from(EXIT_CONFIG));
         }
     };
     let (backends, leases) = aws.ports();
@@ -283,6 +302,6 @@ pub(super) async fn run_aws(
         reload,
         listener: Some(listener),
     };
-    run_service(set, opts, deps, metrics, shutdown_signal(), |_| {}).await;
+    run_service(set, opts, deps, metrics, shutdown, |_| {}).await;
     Ok(ExitCode::SUCCESS)
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use super::{EXIT_USAGE, parse_duration};
+use super::EXIT_USAGE;
 
 #[derive(Args)]
 pub(super) struct SimArgs {
@@ -31,7 +31,7 @@ pub(super) struct SimArgs {
     #[arg(long)]
     mean_rps: Option<f64>,
     /// Without a scenario: instance launch time (boot + model load; default 6m).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = super::bounded::launch)]
     launch_time: Option<Duration>,
     /// Sweep a policy field over values, e.g. --sweep band.high=1.4,1.5 (repeatable; grid).
     #[arg(long)]

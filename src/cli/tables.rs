@@ -10,7 +10,7 @@ use mrgc_autoscaler::adapters::aws::{AwsBackends, AwsOptions};
 use mrgc_autoscaler::schema;
 use mrgc_autoscaler::telemetry::Metrics;
 
-use super::{EXIT_USAGE, aws_region, parse_duration, runtime};
+use super::{EXIT_CONFIG, EXIT_USAGE, aws_region, runtime};
 
 #[derive(Subcommand)]
 pub(super) enum TablesCommand {
@@ -40,7 +40,7 @@ pub(super) struct TablesArgs {
     #[arg(long, env = "MRGC_REGION")]
     region: Option<String>,
     /// Give up waiting for ACTIVE after this long.
-    #[arg(long, env = "MRGC_TABLES_TIMEOUT", default_value = "10m", value_parser = parse_duration)]
+    #[arg(long, env = "MRGC_TABLES_TIMEOUT", default_value = "10m", value_parser = super::bounded::span)]
     timeout: Duration,
 }
 
@@ -77,7 +77,7 @@ pub(super) fn tables_cmd(a: TablesArgs, create: bool) -> anyhow::Result<ExitCode
                 }
                 Err(e) => {
                     eprintln!("error: {e}");
-                    Ok(ExitCode::FAILURE)
+                    Ok(tables_exit(&e))
                 }
             }
         } else {
@@ -95,9 +95,20 @@ pub(super) fn tables_cmd(a: TablesArgs, create: bool) -> anyhow::Result<ExitCode
                 }
                 Err(e) => {
                     eprintln!("error: {e}");
-                    Ok(ExitCode::FAILURE)
+                    Ok(tables_exit(&e))
                 }
             }
         }
     })
+}
+
+/// A table missing or different from the schema is the environment not matching the
+/// configuration (78); anything else (the service unreachable, access denied) is a failure.
+fn tables_exit(e: &tables::TablesError) -> ExitCode {
+    match e {
+        tables::TablesError::Missing(_) | tables::TablesError::Differ(_) => {
+            ExitCode::from(EXIT_CONFIG)
+        }
+        _ => ExitCode::FAILURE,
+    }
 }

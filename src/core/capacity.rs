@@ -702,6 +702,68 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_queue_is_never_idle() {
+        let mut unknown = inst("unknown");
+        unknown.queue_depth = None;
+        let all = vec![
+            unknown.clone(),
+            queue(inst("busy"), 9),
+            queue(inst("idle"), 0),
+        ];
+        // Ranked after every known queue, however busy.
+        assert_eq!(
+            ids(&pick_victims(&all, 3, usize::MAX, &rules(), NOW)),
+            ["idle", "busy", "unknown"]
+        );
+        // Draining with an unknown queue: over only at the timeout.
+        let mut d = unknown.state(InstanceState::Draining);
+        d.drain_started_ms = Some(NOW - 60_000);
+        let timeout = Duration::from_secs(300);
+        assert_eq!(drain_end(&d, timeout, NOW), None);
+        assert_eq!(
+            drain_end(&d, timeout, NOW + 240_000),
+            Some(DrainEnd::Timeout)
+        );
+    }
+
+    #[test]
+    fn timestamps_far_in_the_future_are_not_believed() {
+        // A heartbeat a year ahead would keep a dead instance serving for a year.
+        let year = 365 * 86_400_000;
+        let future = inst("f").heartbeat_age(-year);
+        assert_eq!(classify(&future, &rules(), NOW), Counted::Held);
+        let launching = inst("l")
+            .state(InstanceState::Launching)
+            .launched_ago(-year);
+        assert_eq!(classify(&launching, &rules(), NOW), Counted::Held);
+        // Within the clock-skew allowance: believed.
+        let skewed = inst("s").heartbeat_age(-CLOCK_SKEW_ALLOWANCE_MS);
+        assert_eq!(classify(&skewed, &rules(), NOW), Counted::Serving);
+        let c = count(&[future, launching, skewed], &rules(), NOW, 0);
+        assert_eq!((c.serving, c.held, c.implausible), (1, 2, 2));
+        // An empty queue reported by an unbelievable heartbeat ends no drain.
+        let mut d = queue(inst("d").state(InstanceState::Draining), 0).heartbeat_age(-year);
+        d.drain_started_ms = Some(NOW - 60_000);
+        assert_eq!(drain_end(&d, Duration::from_secs(300), NOW), None);
+    }
+
+    #[test]
+    fn instances_the_group_holds_beyond_the_table_count_as_coming_capacity() {
+        let c = Capacity {
+            serving: 5,
+            held: 1,
+            ..Capacity::default()
+        };
+        let g = within_group(c, 10);
+        assert_eq!(
+            (g.serving, g.launching, g.held, g.unaccounted),
+            (5, 4, 1, 4)
+        );
+        // The table shows more than the group: nothing to add.
+        assert_eq!(within_group(c, 3), c);
+    }
+
+    #[test]
     fn states_round_trip() {
         for s in [
             InstanceState::Launching,

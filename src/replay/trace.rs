@@ -6,6 +6,14 @@
 use std::fmt;
 use std::path::Path;
 
+/// The longest trace replayed: 120 days. The traffic model works second by second, so a
+/// trace's duration sizes its memory (about 12 bytes per second per pool): the bound keeps a
+/// typo in a timestamp from asking for gigabytes.
+pub const MAX_TRACE_SECONDS: u64 = 120 * 86_400;
+
+/// The coarsest step a rate trace may have: a day.
+pub const MAX_STEP_SECONDS: i64 = 86_400;
+
 /// A trace as a rate shape: `rates[i]` is the rate over `[i * step_s, (i + 1) * step_s)`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Trace {
@@ -160,8 +168,28 @@ impl Trace {
                 ));
             }
         }
+        if step > MAX_STEP_SECONDS {
+            return Err(err(
+                points[1].0,
+                format!(
+                    "step {step} s is longer than a day: a rate trace holds one rate per step; \
+                     resample it to a step of a day or less"
+                ),
+            ));
+        }
         let step_s = u32::try_from(step)
             .map_err(|_| err(points[1].0, format!("step {step} s is too large")))?;
+        let duration = (points.len() as u64).saturating_mul(u64::from(step_s));
+        if duration > MAX_TRACE_SECONDS {
+            return Err(err(
+                points[points.len() - 1].0,
+                format!(
+                    "the trace lasts {} days, more than the {} days the simulator replays: cut it",
+                    duration / 86_400,
+                    MAX_TRACE_SECONDS / 86_400
+                ),
+            ));
+        }
         Ok(Trace {
             name: name.to_string(),
             step_s,
@@ -201,13 +229,18 @@ impl Trace {
             }
             prev = t;
             let t0 = *first.get_or_insert(t.floor());
-            let bin = (t - t0).floor() as usize;
-            if bin > 100_000_000 {
+            let offset = (t - t0).floor();
+            if offset >= MAX_TRACE_SECONDS as f64 {
                 return Err(err(
                     line,
-                    "arrival is more than 3 years after the first".into(),
+                    format!(
+                        "arrival is {offset} s after the first, more than the {} days the \
+                         simulator replays: cut the trace",
+                        MAX_TRACE_SECONDS / 86_400
+                    ),
                 ));
             }
+            let bin = offset as usize;
             if counts.len() <= bin {
                 counts.resize(bin + 1, 0.0);
             }
@@ -254,6 +287,13 @@ mod tests {
             ("timestamp_s,rps\n0,1\n60,2\n180,3\n", 4, "gap: 120 s"),
             ("time,value\n0,1\n", 1, "unknown header"),
             ("timestamp_s,rps\n0,1,2\n", 2, "two columns"),
+            // Two rows a lifetime apart: an error, not 64 GB of per-second rates.
+            (
+                "timestamp_s,rps\n0,5\n4294967295,5\n",
+                3,
+                "longer than a day",
+            ),
+            ("timestamp_s\n0\n1e12\n", 3, "more than the 120 days"),
         ];
         for (text, line, what) in cases {
             let e = Trace::parse("f.csv", "f", text).expect_err(text);

@@ -456,3 +456,116 @@ mod tests {
         assert_eq!(item_size(&i), 13);
     }
 }
+
+/// Item values from outside never panic a reader: every parser of an item, fed items made of
+/// the attributes it reads with values of every type and hostile numbers. The suite runs a
+/// few hundred cases; `PROPTEST_CASES=40000 cargo test --release --lib never_panic` is the
+/// fuzzing run behind the README's figure.
+#[cfg(test)]
+mod never_panic {
+    use super::*;
+    use proptest::prelude::*;
+
+    const NAMES: &[&str] = &[
+        "instance_id",
+        "region",
+        "model_pool",
+        "state",
+        "queue_depth",
+        "last_heartbeat",
+        "launch_time",
+        "drain_started_at",
+        "value",
+        "timestamp",
+        "metric_name",
+        "current_capacity",
+        "desired_capacity",
+        "min_capacity",
+        "max_capacity",
+        "current_rps",
+        "target_rps",
+        "scaling_action",
+        "reason",
+        "reason_code",
+        "rps_window",
+        "serving",
+        "launching",
+        "held",
+        "recommendation",
+        "asg_desired",
+        "controller_id",
+        "leader_epoch",
+        "policy_hash",
+        "dry_run",
+        "result",
+        "ttl",
+        "holder",
+        "epoch",
+        "version",
+        "duration_ms",
+        "lease_key",
+    ];
+
+    fn arb_number() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<i64>().prop_map(|v| v.to_string()),
+            any::<f64>().prop_map(|v| v.to_string()),
+            Just("1e30".to_string()),
+            Just("-1e308".to_string()),
+            Just("NaN".to_string()),
+            Just("99999999999999999999999999".to_string()),
+            Just("1764000000.1230020".to_string()),
+            "[0-9eE.+-]{0,14}",
+        ]
+    }
+
+    fn arb_value() -> impl Strategy<Value = AttributeValue> {
+        prop_oneof![
+            arb_number().prop_map(AttributeValue::N),
+            prop_oneof![
+                Just("available".to_string()),
+                Just("draining".to_string()),
+                Just("scale-up".to_string()),
+                Just("applied".to_string()),
+                Just("failed: x".to_string()),
+                Just("within_band".to_string()),
+                ".{0,12}",
+                arb_number(),
+            ]
+            .prop_map(AttributeValue::S),
+            any::<bool>().prop_map(AttributeValue::Bool),
+            Just(AttributeValue::Null(true)),
+            prop::collection::vec(arb_number().prop_map(AttributeValue::N), 0..4)
+                .prop_map(AttributeValue::L),
+        ]
+    }
+
+    fn arb_item() -> impl Strategy<Value = Item> {
+        prop::collection::vec((0..NAMES.len(), arb_value()), 0..NAMES.len() * 2).prop_map(|kv| {
+            kv.into_iter()
+                .map(|(k, v)| (NAMES[k].to_string(), v))
+                .collect()
+        })
+    }
+
+    fn cases() -> u32 {
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(300)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+        #[test]
+        fn item_values_never_panic_a_reader(it in arb_item()) {
+            if let Ok((rec, _)) = super::super::inventory::parse_instance(&it) {
+                prop_assert!(rec.queue_depth.is_none_or(|q| q <= crate::core::capacity::MAX_QUEUE_DEPTH));
+            }
+            let _ = super::super::decision_log::record_from_item(&it);
+            let _ = super::super::metrics_source::parse_sample(&it);
+            let _ = super::super::lease::parse_lease(&it);
+        }
+    }
+}

@@ -30,7 +30,7 @@ pub struct DynamoLeaseStore {
     table: String,
 }
 
-fn parse_lease(it: &Item) -> Result<Lease, BadItem> {
+pub(crate) fn parse_lease(it: &Item) -> Result<Lease, BadItem> {
     Ok(Lease {
         key: item::string(it, "lease_key")?.to_string(),
         holder: item::opt_string(it, "holder")?.unwrap_or("").to_string(),

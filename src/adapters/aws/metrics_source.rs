@@ -81,7 +81,7 @@ impl MetricsSource for DynamoMetricsSource {
     }
 }
 
-fn parse_sample(it: &Item) -> Result<Sample, item::BadItem> {
+pub(crate) fn parse_sample(it: &Item) -> Result<Sample, item::BadItem> {
     let at_ms = item::unix_secs_as_ms(it, "timestamp")?;
     let rps = item::number(it, "value")?;
     if rps < 0.0 {
