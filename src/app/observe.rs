@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::core::capacity;
 use crate::core::decide::SeasonalRef;
 use crate::core::policy::{Bounds, ForecastMode, PoolPolicy};
+use crate::core::sizing;
 use crate::core::{AsgState, InstanceState, Observation, Sample};
 use crate::ports::{PoolInventory, PortError};
 
@@ -153,6 +154,33 @@ impl PoolReads {
     }
 }
 
+/// The samples read so far for a pool: the newest few minutes (what band policies look back
+/// at), and how far back the reads reach. Samples arrive once a minute, so the table is read
+/// only when the next one is due, and then only for what is new.
+#[derive(Debug, Default)]
+pub(crate) struct SampleCache {
+    recent: std::collections::VecDeque<Sample>,
+    /// The newest sample's time, and how far back the reads have covered.
+    newest_ms: Option<i64>,
+    covered_from_ms: Option<i64>,
+}
+
+impl SampleCache {
+    /// Where to read from, and whether a read is due at all: a new sample is expected a
+    /// minute after the newest one; until then nothing new can be in the table.
+    fn next_read(&self, now_ms: i64, lookback: Duration, retention_minutes: usize) -> (i64, bool) {
+        let wanted_from = now_ms
+            .saturating_sub(lookback.as_millis() as i64)
+            .min(now_ms.saturating_sub(retention_minutes as i64 * 60_000));
+        match (self.newest_ms, self.covered_from_ms) {
+            (Some(newest), Some(covered)) if covered <= wanted_from => {
+                (newest, now_ms >= newest.saturating_add(60_000))
+            }
+            _ => (wanted_from, true),
+        }
+    }
+}
+
 impl Reconciler {
     /// Read everything `policy` (and `also`, the shadow policy of the same pool) needs, once:
     /// RPS samples over the longer lookback, the pool's instances, the ASG, and the seasonal
@@ -171,23 +199,44 @@ impl Reconciler {
             ))));
         };
         let lookback = also.map_or(lookback(policy), |a| lookback(policy).max(lookback(a)));
-        let from = now_ms - lookback.as_millis() as i64;
+        // SLO sizing learns from days of history: read them once, then only what is new.
+        let retention = [Some(policy), also]
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.slo.as_ref())
+            .map(sizing::retention_minutes)
+            .max()
+            .unwrap_or(0);
+        let cache = &self.pool_state(&policy.pool).samples;
+        let (from, due) = cache.next_read(now_ms, lookback, retention);
         let b = self.backends().clone();
-        let (samples, inventory, asg) = tokio::join!(
-            b.metrics.rps_samples(&policy.pool, &region, from, now_ms),
+        let read = async {
+            if due {
+                b.metrics
+                    .rps_samples(&policy.pool, &region, from, now_ms)
+                    .await
+                    .map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let (fresh, inventory, asg) = tokio::join!(
+            read,
             b.inventory.pool_instances(&policy.pool, &region),
             b.actuator.describe(&regional.asg),
         );
-        let samples = samples.map_err(PoolError::Metrics)?;
+        let fresh = fresh.map_err(PoolError::Metrics)?;
         let inventory = inventory.map_err(PoolError::Inventory)?;
         let asg = asg.map_err(PoolError::Asg)?;
         let limit = plausible_rps(policy);
-        let total = samples.len();
-        let samples: Vec<Sample> = samples
+        let fresh = fresh.unwrap_or_default();
+        let total = fresh.len();
+        let fresh: Vec<Sample> = fresh
             .into_iter()
             .filter(|s| s.rps.is_finite() && s.rps >= 0.0 && s.rps <= limit)
             .collect();
-        let implausible_samples = (total - samples.len()) as u32;
+        let implausible_samples = (total - fresh.len()) as u32;
+        let samples = self.remember_samples(policy, also, &fresh, now_ms, lookback, retention, due);
         if implausible_samples > 0 {
             self.metrics()
                 .bad_items
@@ -269,6 +318,47 @@ impl Reconciler {
                 .set(l.as_secs_f64());
         }
         learned
+    }
+
+    /// Fold newly read samples into the pool's cache and, for SLO policies, their demand
+    /// histories; the samples the band looks back at.
+    #[allow(clippy::too_many_arguments)]
+    fn remember_samples(
+        &mut self,
+        policy: &PoolPolicy,
+        also: Option<&PoolPolicy>,
+        fresh: &[Sample],
+        now_ms: i64,
+        lookback: Duration,
+        retention: usize,
+        read: bool,
+    ) -> Vec<Sample> {
+        let st = self.pool_state(&policy.pool);
+        let c = &mut st.samples;
+        if read {
+            let from = now_ms
+                .saturating_sub(lookback.as_millis() as i64)
+                .min(now_ms.saturating_sub(retention as i64 * 60_000));
+            if c.covered_from_ms.is_none_or(|f| f > from) {
+                c.covered_from_ms = Some(from);
+            }
+        }
+        for s in fresh {
+            if c.newest_ms.is_none_or(|n| s.at_ms > n) {
+                c.newest_ms = Some(s.at_ms);
+                c.recent.push_back(*s);
+            }
+        }
+        let keep_from = now_ms.saturating_sub(lookback.as_millis() as i64);
+        while c.recent.front().is_some_and(|s| s.at_ms <= keep_from) {
+            c.recent.pop_front();
+        }
+        let recent: Vec<Sample> = c.recent.iter().copied().collect();
+        st.feed_demand(policy, fresh);
+        if let Some(a) = also {
+            self.shadow_state(&a.pool).feed_demand(a, fresh);
+        }
+        recent
     }
 
     /// The p90 of the seed's `model_load_time` metric (seconds) over the last day, when it

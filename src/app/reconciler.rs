@@ -21,7 +21,7 @@ use crate::core::capacity;
 use crate::core::policy::ScheduleMemo;
 use crate::core::{
     Action, Decision, DecisionRecord, Outcome, PolicySet, PoolHistory, PoolPolicy, ReasonCode,
-    RecordContext, decide,
+    RecordContext, Sample, decide,
 };
 use crate::ports::{Backends, PoolGauges, PortError};
 use crate::telemetry::Metrics;
@@ -127,6 +127,30 @@ pub(crate) struct PoolState {
     last_recorded: Option<LastRecord>,
     failures: u32,
     next_try_ms: i64,
+    pub(crate) samples: super::observe::SampleCache,
+}
+
+impl PoolState {
+    /// Feed new samples into the demand history SLO sizing learns from, with its ratio book
+    /// covering the launch time (the learned one when longer than `policy`'s).
+    pub(crate) fn feed_demand(&mut self, policy: &PoolPolicy, fresh: &[Sample]) {
+        let Some(slo) = &policy.slo else { return };
+        let lead = self
+            .launch_times
+            .p90()
+            .map_or(policy.instances.launch_time, |l| {
+                l.max(policy.instances.launch_time)
+            });
+        let d = &mut self.history.demand;
+        d.retain_at_least(crate::core::sizing::retention_minutes(slo));
+        d.keep_book(
+            crate::core::sizing::book_ahead(lead),
+            (slo.history.as_secs() / 60) as usize,
+        );
+        for s in fresh {
+            d.push(*s);
+        }
+    }
 }
 
 /// Whose decision: the live policy's (acted on) or the shadow policy's (recorded as dry-run
@@ -203,6 +227,10 @@ impl Reconciler {
 
     pub(crate) fn pool_state(&mut self, pool: &str) -> &mut PoolState {
         self.pools.entry(pool.to_string()).or_default()
+    }
+
+    pub(crate) fn shadow_state(&mut self, pool: &str) -> &mut PoolState {
+        self.shadow_pools.entry(pool.to_string()).or_default()
     }
 
     /// A new policy set is in force: pools backing off retry at once (a fix to the policy,
@@ -422,11 +450,7 @@ impl Reconciler {
             .entry(policy.pool.clone())
             .or_default()
             .history
-            .record(
-                &decision,
-                outcome == Outcome::Applied,
-                policy.scale_down.stabilization.max(Duration::from_secs(60)),
-            );
+            .record(&decision, outcome == Outcome::Applied, remembered(policy));
         self.publish(
             track,
             policy,
@@ -673,4 +697,14 @@ impl Reconciler {
             );
         }
     }
+}
+
+/// How long a pool's recommendations are remembered: the band's stabilization, SLO sizing's
+/// hold (the launch time when unset), and at least a minute.
+fn remembered(policy: &PoolPolicy) -> Duration {
+    let mut keep = policy.scale_down.stabilization.max(Duration::from_secs(60));
+    if let Some(slo) = &policy.slo {
+        keep = keep.max(slo.hold).max(policy.instances.launch_time * 2);
+    }
+    keep
 }

@@ -43,6 +43,11 @@ pub(super) struct SimArgs {
     /// `none` to time the policies alone). Default: the scenario's list, or all.
     #[arg(long, value_delimiter = ',')]
     baselines: Option<Vec<String>>,
+    /// Also run the HPA and target tracking aiming at these setpoints (RPS per instance, e.g.
+    /// 0.6,0.8,1.0,1.25,1.5): each baseline's cost-versus-loss curve, the yardstick of
+    /// `savings_at_equal_loss`.
+    #[arg(long, env = "MRGC_SIM_BASELINE_SETPOINTS", value_delimiter = ',', value_parser = setpoint)]
+    baseline_setpoints: Vec<f64>,
     /// timeseries.csv resolution in seconds (default: 1 up to a day of trace, 60 beyond).
     #[arg(long)]
     resolution: Option<u64>,
@@ -109,6 +114,7 @@ pub(super) fn simulate(a: SimArgs) -> anyhow::Result<ExitCode> {
             .map_or(simrun::Resolution::Auto, simrun::Resolution::Seconds),
         threads: a.threads.max(1),
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        baseline_setpoints: a.baseline_setpoints.clone(),
     };
     let out = match simrun::simulate(&scenario, &opts) {
         Ok(o) => o,
@@ -149,4 +155,13 @@ pub(super) fn unreachable_args() -> ! {
     // clap enforces `scenario` unless `--trace` is given.
     eprintln!("error: give a scenario file or --trace");
     std::process::exit(i32::from(EXIT_USAGE))
+}
+
+fn setpoint(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 100.0 => Ok(v),
+        _ => Err(format!(
+            "`{s}` is not a setpoint in (0, 100] RPS per instance"
+        )),
+    }
 }

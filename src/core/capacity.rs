@@ -429,6 +429,7 @@ mod tests {
             heartbeat_timeout: Duration::from_secs(90),
             launch_time: Duration::from_secs(360),
             launch_timeout: Duration::from_secs(900),
+            ..Instances::default()
         }
     }
 

@@ -4,9 +4,12 @@
 
 pub mod capacity;
 pub mod decide;
+pub mod demand;
 pub mod plan;
 pub mod policy;
+pub mod ratios;
 pub mod record;
+pub mod sizing;
 
 pub use capacity::{Counted, Health, InstanceRecord, InstanceState, Validation};
 pub use decide::{

@@ -37,6 +37,10 @@ pub struct Summary {
     pub mean_utilisation: f64,
     /// instance_hours / the oracle's instance_hours.
     pub vs_oracle: f64,
+    /// Policies only: instance_hours / the fewest instance-hours of any HPA or target-tracking
+    /// run (any setpoint) losing no more than this one; 0 when none loses so little.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub savings_at_equal_loss: Option<f64>,
 }
 
 /// One bucket of the time series.
@@ -244,6 +248,7 @@ impl Accumulator {
                 4,
             ),
             vs_oracle: 0.0,
+            savings_at_equal_loss: None,
         };
         (summary, self.series.finish(), self.chart.finish())
     }
@@ -427,6 +432,11 @@ pub async fn run_policy(inputs: &PoolInputs<'_>, label: &str, policy: &PoolPolic
     );
     let lead = Leadership::sole();
     let interval = inputs.model.interval.as_secs().max(1);
+    // Development aid: MRGC_SIM_DEBUG=FROM..TO (seconds) prints the decisions of that stretch.
+    let debug_window: Option<(u64, u64)> = std::env::var("MRGC_SIM_DEBUG").ok().and_then(|v| {
+        let (a, b) = v.split_once("..")?;
+        Some((a.parse().ok()?, b.parse().ok()?))
+    });
     let mut acc = Accumulator::new(&inputs.model, inputs.duration_s(), inputs.series_step);
     let (mut ups, mut downs) = (0, 0);
     let mut marks = Vec::new();
@@ -446,9 +456,24 @@ pub async fn run_policy(inputs: &PoolInputs<'_>, label: &str, policy: &PoolPolic
             // Instances report their share of the pool's backlog as queue_depth: drains wait
             // for it.
             region.spread_queue(&asg, acc.backlog());
-            if let Ok(r) = reconciler
+            let result = reconciler
                 .reconcile_pool(pool_policy, &set.hash, now, &lead)
-                .await
+                .await;
+            if let (Some((from, to)), Ok(r)) = (debug_window, &result)
+                && (from..to).contains(&t)
+            {
+                eprintln!(
+                    "{t} rps={:?} serving={} launching={} desired={} {} {}: {}",
+                    r.decision.rps,
+                    r.decision.serving,
+                    r.decision.launching,
+                    r.decision.desired,
+                    r.decision.action,
+                    r.decision.reason_code,
+                    r.decision.reason
+                );
+            }
+            if let Ok(r) = result
                 && r.outcome == Outcome::Applied
             {
                 if r.decision.reason_code == crate::core::ReasonCode::Forecast

@@ -27,6 +27,10 @@ pub struct SimOptions {
     pub resolution: Resolution,
     pub threads: usize,
     pub progress: bool,
+    /// Setpoints (RPS per instance) at which the HPA and target tracking also run, as rows
+    /// `hpa@<setpoint>` and `target-tracking@<setpoint>`: each baseline's cost-versus-loss
+    /// curve on the same traffic.
+    pub baseline_setpoints: Vec<f64>,
 }
 
 impl Default for SimOptions {
@@ -36,6 +40,7 @@ impl Default for SimOptions {
             resolution: Resolution::Auto,
             threads: 2,
             progress: false,
+            baseline_setpoints: Vec::new(),
         }
     }
 }
@@ -63,6 +68,9 @@ enum Job {
     StaticPeak,
     Hpa,
     TargetTracking,
+    /// The HPA and target tracking aiming at another setpoint.
+    HpaAt(f64),
+    TargetTrackingAt(f64),
 }
 
 /// Parse `key=v1,v2,...`.
@@ -160,6 +168,10 @@ pub fn simulate(scenario: &Scenario, opts: &SimOptions) -> Result<SimOutput, Sim
                 _ => {}
             }
         }
+        for &sp in &opts.baseline_setpoints {
+            jobs.push((i, Job::HpaAt(sp)));
+            jobs.push((i, Job::TargetTrackingAt(sp)));
+        }
     }
 
     let bar = if opts.progress {
@@ -230,6 +242,7 @@ pub fn simulate(scenario: &Scenario, opts: &SimOptions) -> Result<SimOutput, Sim
             };
         }
     }
+    savings_at_equal_loss(&mut results);
     let simulated_seconds = jobs.iter().map(|(i, _)| inputs[*i].duration_s()).sum();
     Ok(SimOutput {
         results,
@@ -279,6 +292,16 @@ async fn run_job(scenario: &Scenario, inp: &PoolInputs<'_>, job: &Job) -> RunRes
             let mut rule = TargetTracking::new(band.setpoint, min, max);
             run_baseline(inp, "target-tracking", opening, &mut rule).await
         }
+        Job::HpaAt(sp) => {
+            let opening = crate::core::decide::instances_for(rate0, *sp).clamp(min, max);
+            let mut rule = Hpa::new(*sp, min, max);
+            run_baseline(inp, &format!("hpa@{sp}"), opening, &mut rule).await
+        }
+        Job::TargetTrackingAt(sp) => {
+            let opening = crate::core::decide::instances_for(rate0, *sp).clamp(min, max);
+            let mut rule = TargetTracking::new(*sp, min, max);
+            run_baseline(inp, &format!("target-tracking@{sp}"), opening, &mut rule).await
+        }
     }
 }
 
@@ -302,4 +325,43 @@ pub fn pareto<'a>(results: &[&'a RunResult]) -> Vec<&'a RunResult> {
             .total_cmp(&b.summary.instance_hours)
     });
     front
+}
+
+/// Whether a row is one of the reactive baselines' (the HPA's or target tracking's, at any
+/// setpoint).
+pub fn is_reactive_baseline(policy: &str) -> bool {
+    ["hpa", "target-tracking"]
+        .iter()
+        .any(|b| policy == *b || policy.starts_with(&format!("{b}@")))
+}
+
+/// Each policy row's `savings_at_equal_loss`: its instance-hours over the fewest instance-hours
+/// of any HPA or target-tracking row of its pool (any setpoint) that loses no more than it
+/// does; 0 when none loses so little.
+pub fn savings_at_equal_loss(results: &mut [RunResult]) {
+    let rows: Vec<(String, f64, f64)> = results
+        .iter()
+        .filter(|r| is_reactive_baseline(&r.summary.policy))
+        .map(|r| {
+            (
+                r.summary.pool.clone(),
+                r.summary.instance_hours,
+                r.summary.over_capacity_pct,
+            )
+        })
+        .collect();
+    for r in results.iter_mut().filter(|r| !r.is_baseline) {
+        let best = rows
+            .iter()
+            .filter(|(pool, _, over)| {
+                *pool == r.summary.pool && *over <= r.summary.over_capacity_pct
+            })
+            .map(|(_, hours, _)| *hours)
+            .fold(f64::INFINITY, f64::min);
+        r.summary.savings_at_equal_loss = Some(if best.is_finite() && best > 0.0 {
+            round(r.summary.instance_hours / best, 4)
+        } else {
+            0.0
+        });
+    }
 }

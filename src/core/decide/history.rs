@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::{Action, Decision};
+use crate::core::demand::DemandHistory;
 
 /// A pool's recent decisions, as the stabilization window and cooldowns need them.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -14,6 +15,8 @@ pub struct PoolHistory {
     pub last_scale_down_ms: Option<i64>,
     /// Start of the current traffic collapse, if traffic is collapsed.
     pub collapse_since_ms: Option<i64>,
+    /// The pool's per-minute demand, for SLO sizing (empty without an SLO).
+    pub demand: DemandHistory,
 }
 
 impl PoolHistory {

@@ -282,7 +282,10 @@ fn assess(
     }
     let rps = (sum / d.rps_window.len().max(1) as f64).max(0.0);
     d.rps = Some(rps);
-    rules::band(policy, obs, history, now_ms, n, rps, d)
+    match &policy.slo {
+        Some(slo) => rules::slo(policy, slo, obs, history, now_ms, n, rps, d),
+        None => rules::band(policy, obs, history, now_ms, n, rps, d),
+    }
 }
 
 /// The forecast floor: lift ahead of demand, never lower.

@@ -45,10 +45,18 @@ pub enum ReasonCode {
     CollapseHold,
     /// Above the band on fewer consecutive samples than `scale_up.confirm` asks for.
     ScaleUpUnconfirmed,
+    /// SLO sizing: the minutes a launch asked for now would serve need more: scale up.
+    SloScaleUp,
+    /// SLO sizing: capacity beyond what is needed until it could return: scale down.
+    SloScaleDown,
+    /// SLO sizing: capacity within what is needed: hold.
+    SloHold,
+    /// SLO sizing has too little of the pool's history yet: the band decides.
+    SloLearning,
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 20] = [
+    pub const ALL: [ReasonCode; 24] = [
         ReasonCode::WithinBand,
         ReasonCode::AboveBand,
         ReasonCode::ScaleUpLimited,
@@ -69,6 +77,10 @@ impl ReasonCode {
         ReasonCode::Forecast,
         ReasonCode::CollapseHold,
         ReasonCode::ScaleUpUnconfirmed,
+        ReasonCode::SloScaleUp,
+        ReasonCode::SloScaleDown,
+        ReasonCode::SloHold,
+        ReasonCode::SloLearning,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -93,6 +105,10 @@ impl ReasonCode {
             ReasonCode::Forecast => "forecast",
             ReasonCode::CollapseHold => "collapse_hold",
             ReasonCode::ScaleUpUnconfirmed => "scale_up_unconfirmed",
+            ReasonCode::SloScaleUp => "slo_scale_up",
+            ReasonCode::SloScaleDown => "slo_scale_down",
+            ReasonCode::SloHold => "slo_hold",
+            ReasonCode::SloLearning => "slo_learning",
         }
     }
 

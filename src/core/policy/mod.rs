@@ -178,6 +178,10 @@ pub struct Instances {
     pub heartbeat_timeout: Duration,
     pub launch_time: Duration,
     pub launch_timeout: Duration,
+    /// Requests per second one instance serves at saturation.
+    pub max_rps: f64,
+    /// Requests one instance queues beyond those it serves (the seed's `queue_depth` range).
+    pub queue: u32,
 }
 
 impl Default for Instances {
@@ -186,6 +190,38 @@ impl Default for Instances {
             heartbeat_timeout: Duration::from_secs(90),
             launch_time: Duration::from_secs(360),
             launch_timeout: Duration::from_secs(900),
+            max_rps: 2.0,
+            queue: 10,
+        }
+    }
+}
+
+/// The planner's objective: the share of requests that may find the pool's queue full. With
+/// it the controller sizes the pool from the distribution of demand over the next launch time
+/// (`core::sizing`) instead of the band.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Slo {
+    /// Over-capacity allowed, as a fraction of requests (0.001 = 0.1 %).
+    pub over_capacity: f64,
+    /// How far back the pool's own history informs the sizing.
+    pub history: Duration,
+    /// How many similar moments of that history the outlook is drawn from.
+    pub analogs: u32,
+    /// Scale down only when the surplus is at least this fraction of the pool (fewer, larger
+    /// scale-ins; the HPA's tolerance is 10 %).
+    pub tolerance: f64,
+    /// Capacity asked for within this long stands against a scale-in (zero: the launch time).
+    pub hold: Duration,
+}
+
+impl Default for Slo {
+    fn default() -> Self {
+        Slo {
+            over_capacity: 0.001,
+            history: Duration::from_secs(86_400),
+            analogs: 60,
+            tolerance: 0.1,
+            hold: Duration::ZERO,
         }
     }
 }
@@ -343,6 +379,8 @@ pub struct PoolPolicy {
     pub regions: BTreeMap<String, RegionPolicy>,
     pub schedules: Vec<Schedule>,
     pub forecast: Forecast,
+    /// The objective; None: the band decides.
+    pub slo: Option<Slo>,
 }
 
 impl PoolPolicy {
@@ -371,6 +409,7 @@ impl PoolPolicy {
             .collect(),
             schedules: Vec::new(),
             forecast: Forecast::default(),
+            slo: None,
         }
     }
 

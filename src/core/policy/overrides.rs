@@ -33,6 +33,13 @@ pub const OVERRIDABLE: &[&str] = &[
     "forecast.horizon",
     "forecast.trend_window",
     "forecast.max_lift",
+    "instances.max_rps",
+    "instances.queue",
+    "slo.over_capacity",
+    "slo.history",
+    "slo.analogs",
+    "slo.tolerance",
+    "slo.hold",
 ];
 
 /// A copy of `policy` with one field changed, e.g. (`band.high`, `1.4`) or
@@ -109,6 +116,18 @@ pub fn apply_override(policy: &PoolPolicy, key: &str, value: &str) -> Result<Poo
         "forecast.horizon" => p.forecast.horizon = Some(dur()?),
         "forecast.trend_window" => p.forecast.trend_window = dur()?,
         "forecast.max_lift" => p.forecast.max_lift = step()?,
+        "instances.max_rps" => p.instances.max_rps = num()?,
+        "instances.queue" => p.instances.queue = count()?,
+        // Setting an SLO key on a policy without one gives it the default SLO first.
+        "slo.over_capacity" => {
+            p.slo.get_or_insert_with(Default::default).over_capacity =
+                super::parse::parse_percent(value)
+                    .ok_or_else(|| bad("expected a percentage, e.g. 0.1%"))?
+        }
+        "slo.history" => p.slo.get_or_insert_with(Default::default).history = dur()?,
+        "slo.analogs" => p.slo.get_or_insert_with(Default::default).analogs = count()?,
+        "slo.tolerance" => p.slo.get_or_insert_with(Default::default).tolerance = num()?,
+        "slo.hold" => p.slo.get_or_insert_with(Default::default).hold = dur()?,
         _ => {
             return Err(format!(
                 "unknown key `{key}`; keys that can be set: {}",

@@ -15,7 +15,7 @@ use toml::de::{DeTable, DeValue};
 use super::validate;
 use super::{
     Band, Forecast, ForecastMode, Instances, Metrics, PoolPolicy, Problem, RegionPolicy, ScaleDown,
-    ScaleUp, Schedule, Step,
+    ScaleUp, Schedule, Slo, Step,
 };
 
 /// What parsing one file gave: the policy (with the line and column of its pool name) when
@@ -434,6 +434,7 @@ const TOP_KEYS: &[&str] = &[
     "regions",
     "schedule",
     "forecast",
+    "slo",
 ];
 
 /// Parse one file into a pool policy, recording every problem in `cx`.
@@ -506,6 +507,7 @@ fn parse_pool(cx: &mut FileCx<'_>) -> Option<(PoolPolicy, Range<usize>)> {
     let regions = parse_regions(cx, &mut r, min_v, max_v);
     let schedules = parse_schedules(cx, &mut r, &regions);
     let forecast = parse_forecast(cx, &mut r);
+    let slo = parse_slo(cx, &mut r);
     r.finish(cx, TOP_KEYS);
 
     // Validate what could be read, even when other keys had problems, so one run reports
@@ -529,6 +531,7 @@ fn parse_pool(cx: &mut FileCx<'_>) -> Option<(PoolPolicy, Range<usize>)> {
         regions,
         schedules,
         forecast,
+        slo,
     };
     for mut v in validate::check(&policy) {
         if let Some(rest) = v.key.strip_prefix("schedule[")
@@ -672,8 +675,72 @@ fn parse_instances(cx: &mut FileCx<'_>, root: &mut Reader<'_, '_>) -> Instances 
     if let Some(d) = r.duration(cx, "launch_timeout") {
         out.launch_timeout = d;
     }
+    if let Some(f) = r.float(cx, "max_rps") {
+        out.max_rps = f;
+    }
+    if let Some(n) = r.uint(cx, "queue") {
+        out.queue = n;
+    }
     r.finish(cx, &[]);
     out
+}
+
+fn parse_slo(cx: &mut FileCx<'_>, root: &mut Reader<'_, '_>) -> Option<Slo> {
+    let (t, span) = root.table(cx, "slo")?;
+    let mut out = Slo::default();
+    let mut r = Reader::new(t, "slo");
+    match r.get(cx, "over_capacity") {
+        Some(v) => match v.get_ref() {
+            DeValue::String(s) => match parse_percent(s) {
+                Some(f) => out.over_capacity = f,
+                None => cx.bad_value(
+                    "slo.over_capacity".into(),
+                    v.span(),
+                    format!("`slo.over_capacity` = \"{s}\" is not a percentage"),
+                    "write the share of requests that may find the queue full, e.g. \"0.1%\"",
+                ),
+            },
+            other => cx.bad_value(
+                "slo.over_capacity".into(),
+                v.span(),
+                format!(
+                    "`slo.over_capacity` must be a percentage, found {}",
+                    kind(other)
+                ),
+                "write it as a string, e.g. \"0.1%\"",
+            ),
+        },
+        None => cx.problem(
+            span,
+            "[slo] needs `over_capacity`",
+            "write the share of requests that may find the queue full, e.g. over_capacity = \"0.1%\"",
+        ),
+    }
+    if let Some(d) = r.duration(cx, "history") {
+        out.history = d;
+    }
+    if let Some(n) = r.uint(cx, "analogs") {
+        out.analogs = n;
+    }
+    if let Some(f) = r.float(cx, "tolerance") {
+        out.tolerance = f;
+    }
+    if let Some(d) = r.duration(cx, "hold") {
+        out.hold = d;
+    }
+    r.finish(cx, &[]);
+    Some(out)
+}
+
+/// "0.1%" as 0.001.
+pub(super) fn parse_percent(s: &str) -> Option<f64> {
+    s.trim()
+        .strip_suffix('%')?
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite())
+        .map(|v| v / 100.0)
 }
 
 fn parse_forecast(cx: &mut FileCx<'_>, root: &mut Reader<'_, '_>) -> Forecast {

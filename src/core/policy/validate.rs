@@ -144,7 +144,43 @@ pub fn check(p: &PoolPolicy) -> Vec<Violation> {
     instances(&mut c, p);
     forecast(&mut c, p);
     schedules(&mut c, p);
+    slo(&mut c, p);
     c.out
+}
+
+fn slo(c: &mut Check, p: &PoolPolicy) {
+    let Some(s) = &p.slo else { return };
+    if !(s.over_capacity > 0.0 && s.over_capacity <= 0.5) {
+        c.fail(
+            "slo.over_capacity",
+            format!(
+                "slo.over_capacity = {}% is outside (0%, 50%]",
+                s.over_capacity * 100.0
+            ),
+            "write the share of requests that may find the queue full, e.g. \"0.1%\"",
+        );
+    }
+    c.duration(
+        "slo.history",
+        s.history,
+        HOUR,
+        8 * DAY,
+        "use about a day (\"1d\"), the pool's recent behaviour",
+    );
+    if !(10..=1000).contains(&s.analogs) {
+        c.fail(
+            "slo.analogs",
+            format!("slo.analogs = {} is outside 10–1000", s.analogs),
+            "use about 60 similar moments",
+        );
+    }
+    if !(s.tolerance >= 0.0 && s.tolerance < 1.0) {
+        c.fail(
+            "slo.tolerance",
+            format!("slo.tolerance = {} is outside [0, 1)", s.tolerance),
+            "use a fraction of the pool, such as 0.1",
+        );
+    }
 }
 
 fn bounds(c: &mut Check, p: &PoolPolicy) {
@@ -332,6 +368,18 @@ fn instances(c: &mut Check, p: &PoolPolicy) {
         6 * HOUR,
         "write a duration such as \"15m\"",
     );
+    c.rate(
+        "instances.max_rps",
+        i.max_rps,
+        "write the requests per second one instance serves at saturation, e.g. 2.0",
+    );
+    if i.queue > 100_000 {
+        c.fail(
+            "instances.queue",
+            format!("instances.queue = {} is beyond any real queue", i.queue),
+            "write the requests one instance queues, e.g. 10",
+        );
+    }
     if i.launch_timeout < i.launch_time && !i.launch_timeout.is_zero() {
         c.fail(
             "instances.launch_timeout",
