@@ -263,8 +263,8 @@ mod tests {
         assert_eq!(h.level(103), Some(12.0));
         assert_eq!(h.level(101), None, "fewer than three samples");
         // Retention: 40 minutes.
-        h.push(s(150, 9.0));
-        assert_eq!(h.oldest(), 111);
+        h.push(s(145, 9.0));
+        assert_eq!(h.oldest(), 106);
         assert_eq!(h.get(103), None);
         assert!((h.mean() - 9.0).abs() < 1e-9);
         // Nonsense is not history.
