@@ -122,6 +122,7 @@ impl PoolReads {
             instances: self.instances.clone(),
             members: self.members.clone(),
             bounds,
+            growth: None,
         }
     }
 

@@ -128,6 +128,8 @@ pub(crate) struct PoolState {
     failures: u32,
     next_try_ms: i64,
     pub(crate) samples: super::observe::SampleCache,
+    /// SLO sizing's growth estimate, refreshed every quarter hour of new samples.
+    growth: Option<crate::core::sizing::Growth>,
 }
 
 impl PoolState {
@@ -149,6 +151,16 @@ impl PoolState {
         );
         for s in fresh {
             d.push(*s);
+        }
+        // The growth over a launch time moves slowly: recomputed every quarter hour.
+        let newest = d.newest();
+        let stale = match (&self.growth, newest) {
+            (Some(g), Some(n)) => n - g.newest_minute >= 15,
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        if stale {
+            self.growth = crate::core::sizing::growth(slo, d, lead);
         }
     }
 }
@@ -422,7 +434,10 @@ impl Reconciler {
         };
         let st = states.entry(policy.pool.clone()).or_default();
         let bounds = policy.bounds_memo(&region, now_ms, &mut st.schedules);
-        let obs = reads.observation(policy, bounds);
+        let mut obs = reads.observation(policy, bounds);
+        if policy.slo.is_some() {
+            obs.growth = st.growth;
+        }
         let decision = decide(policy, &region, &obs, &st.history, now_ms);
         let acting = track == Track::Live && leadership.is_leader && !self.settings.dry_run;
         let (outcome, recorded) = if acting && !decision.plan.is_empty() {

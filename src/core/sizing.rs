@@ -273,6 +273,67 @@ fn same_time_of_day(
     (medians, days)
 }
 
+/// How far demand rose over a launch time in the pool's history, at the SLO: the multiplier
+/// `q` such that, over the moments of `slo.history`, the demand of the next launch time (its
+/// highest minute) beyond `q` times the moment's own demand is no more than the SLO's share
+/// of it. Capacity sized to `q` times today's demand at saturation meets the SLO until a launch
+/// asked for now would serve.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Growth {
+    pub q: f64,
+    /// Moments it was drawn from.
+    pub moments: usize,
+    /// The newest minute it covers.
+    pub newest_minute: i64,
+}
+
+/// The moments a growth estimate wants at least: fewer, and the band stays as written.
+pub const MIN_GROWTH_MOMENTS: usize = 60;
+
+/// The growth multiplier of `history` for launches of `lead` (None with too little history).
+pub fn growth(slo: &Slo, history: &DemandHistory, lead: Duration) -> Option<Growth> {
+    let newest = history.newest()?;
+    let width = lead.as_secs().div_ceil(60) as i64 + 1;
+    let window = (slo.history.as_secs() / 60) as i64;
+    let delta = history.delta();
+    // (future peak, base) of every moment with a whole future.
+    let mut pairs: Vec<(f64, f64)> = Vec::new();
+    let from = history.oldest().max(newest - window - width);
+    // The minutes a launch asked for at the moment would serve: its last two.
+    for s in from..=newest - width {
+        let Some(x) = history.get(s) else { continue };
+        for k in width - 1..=width {
+            if let Some(v) = history.get(s + k) {
+                pairs.push((v + delta, x + delta));
+            }
+        }
+    }
+    if pairs.len() < MIN_GROWTH_MOMENTS {
+        return None;
+    }
+    // Smallest q with Σ (V − q·b)+ ≤ ε Σ V: walk the moments by V/b, highest first.
+    let total: f64 = pairs.iter().map(|(v, _)| v).sum();
+    let budget = slo.over_capacity * total;
+    pairs.sort_by(|a, b| (b.0 / b.1).total_cmp(&(a.0 / a.1)));
+    let (mut sv, mut sb) = (0.0, 0.0);
+    let mut q = 0.0;
+    for (i, &(v, b)) in pairs.iter().enumerate() {
+        sv += v;
+        sb += b;
+        let next = pairs.get(i + 1).map_or(0.0, |(v, b)| v / b);
+        // For q in [next, v/b]: shortfall = sv − q·sb.
+        if sv - next * sb > budget {
+            q = ((sv - budget) / sb).clamp(next, v / b);
+            break;
+        }
+    }
+    Some(Growth {
+        q: q.max(1.0),
+        moments: pairs.len(),
+        newest_minute: newest,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

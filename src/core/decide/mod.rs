@@ -87,6 +87,9 @@ pub struct Observation {
     /// The bounds in force, when the caller computed them (with its remembered schedule
     /// occurrences); None: computed here.
     pub bounds: Option<Bounds>,
+    /// SLO sizing's growth estimate, when the caller keeps one up to date; None: computed
+    /// here from the history.
+    pub growth: Option<crate::core::sizing::Growth>,
 }
 
 impl Observation {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::{Decision, Observation, PoolHistory, ReasonCode, Sample};
 use crate::core::policy::{PoolPolicy, Slo};
-use crate::core::sizing::{self, Need, NoOutlook};
+use crate::core::sizing;
 
 /// The band's rules on a fresh RPS: no capacity, scale up (once confirmed), hold inside the
 /// band, hold through a collapse, or scale down. Sets the utilisation, the recommendation and
@@ -89,10 +89,12 @@ pub(super) fn band(
     }
 }
 
-/// SLO sizing (`core::sizing`): launch what the minutes a launch asked for now would serve
-/// need; give back what the minutes until it could return do not need (by more than
-/// `slo.tolerance`); else hold. Step limits and cooldowns apply as in the band. With too little
-/// history the band decides, and the reason says so.
+/// SLO sizing (`core::sizing::growth`): the SLO moves the band. The highest utilisation the
+/// pool may run at is the one from which demand's growth over a launch time, as the pool's own
+/// history shows it at the SLO, still stays within saturation: `high = max_rps / q`. The band
+/// keeps its shape (low and the setpoint move in proportion), so the band's rules — scale up
+/// at once above it, down slowly below it — decide as ever, with the pool's own numbers. With
+/// too little history the band stays as written, and the reason says so.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn slo(
     policy: &PoolPolicy,
@@ -105,196 +107,48 @@ pub(super) fn slo(
     d: &mut Decision,
 ) -> (ReasonCode, u32, String) {
     let lead = obs.learned_launch.unwrap_or(policy.instances.launch_time);
-    let o = match sizing::outlook(policy, slo, &history.demand, now_ms, lead) {
-        Ok(o) => o,
-        Err(why) => {
-            let (_, desired, reason) = band(policy, obs, history, now_ms, newest, rps, d);
-            let learning = match why {
-                NoOutlook::Learning { moments, needed } => format!(
-                    "SLO sizing is learning ({moments} of {needed} moments of history with a \
-                     whole launch time after them)"
-                ),
-                NoOutlook::NoSample => "SLO sizing has no history yet".to_string(),
-            };
-            return (
-                ReasonCode::SloLearning,
-                desired,
-                format!("{learning}; the band decides: {reason}"),
-            );
-        }
-    };
-    let current = obs.capacity.counted();
-    d.utilisation = Some(rps / f64::from(current.max(1)));
-    d.recommendation = o.up.instances;
+    let g = obs
+        .growth
+        .or_else(|| sizing::growth(slo, &history.demand, lead));
     let pct = slo.over_capacity * 100.0;
-    let basis = format!(
-        "from {} moments of the last {}{} like now, replayed from the level {:.1} rps",
-        o.moments,
-        fmt_dur(slo.history),
-        if o.days > 0 {
-            format!(" and the same time on {} earlier day(s)", o.days)
-        } else {
-            String::new()
-        },
-        o.level
-    );
-    let why = |n: &Need, window: &str| {
-        let slo_part = format!(
-            "{window} needs {} for {pct}% over capacity ({:.1} rps covered, mean {:.1} rps, at {:?} \
-             rps per instance with a queue of {})",
-            n.for_slo, n.covered_rps, n.mean_rps, policy.instances.max_rps, policy.instances.queue
-        );
-        if n.capped() {
+    let Some(g) = g else {
+        let (code, desired, reason) = band(policy, obs, history, now_ms, newest, rps, d);
+        let _ = code;
+        return (
+            ReasonCode::SloLearning,
+            desired,
             format!(
-                "{slo_part}; capped at {} (band.low {:?} over the mean: an instance expected to \
-                 carry less is not paid for): the SLO is out of reach at that price",
-                n.instances, policy.band.low
-            )
-        } else {
-            slo_part
-        }
+                "SLO {pct}%: too little history yet to size from (an hour of samples with a \
+                 launch time after them); the band as written decides: {reason}"
+            ),
+        );
     };
-    let up_window = format!("+{}..+{} min", o.lead_minutes, o.lead_minutes + 1);
-    let keep_window = format!("the next {} min", o.lead_minutes + 1);
-    if current < o.up.instances {
-        let su = &policy.scale_up;
-        if let Some(t) = history.last_scale_up_ms
-            && now_ms.saturating_sub(t) < su.cooldown.as_millis() as i64
-        {
-            return (
-                ReasonCode::ScaleUpCooldown,
-                current,
-                format!(
-                    "{}; last scale-up {} ago, inside the {} cooldown; hold at {current}",
-                    why(&o.up, &up_window),
-                    dur(now_ms.saturating_sub(t)),
-                    fmt_dur(su.cooldown)
-                ),
-            );
-        }
-        let allowance = su.max_step.allowance(current);
-        let limit = current.saturating_add(allowance);
-        if o.up.instances > limit {
-            return (
-                ReasonCode::ScaleUpLimited,
-                limit,
-                format!(
-                    "{} ({basis}); scale_up.max_step {} allows +{allowance}; scale up to {limit}",
-                    why(&o.up, &up_window),
-                    su.max_step
-                ),
-            );
-        }
-        return (
-            ReasonCode::SloScaleUp,
-            o.up.instances,
-            format!(
-                "{} ({basis}); scale up to {}",
-                why(&o.up, &up_window),
-                o.up.instances
-            ),
-        );
-    }
-    // What was asked for within the last launch time stands: capacity given back now that
-    // an earlier decision wanted for now would have to be launched again.
-    let hold = if slo.hold.is_zero() { lead } else { slo.hold };
-    let hold_ms = hold.as_millis().min(i64::MAX as u128) as i64;
-    let recent = history
-        .highest_since(now_ms.saturating_sub(hold_ms))
-        .unwrap_or(0);
-    // Capacity that can go: the least spare of any minute until capacity given back could
-    // return, counting each launching instance only from when it serves (draining takes
-    // serving instances, so a minute before the launches serve has only the serving ones).
-    let lead_ms = lead.as_millis().min(i64::MAX as u128) as i64;
-    let newest_ms = o.newest_minute.saturating_mul(60_000);
-    let launches: Vec<i64> = obs
-        .instances
-        .iter()
-        .filter(|i| i.state == crate::core::InstanceState::Launching)
-        .map(|i| i.launch_time_ms.saturating_add(lead_ms))
-        .collect();
-    let unknown_launching = obs.capacity.launching.saturating_sub(launches.len() as u32);
-    let spare = o
-        .minutes
-        .iter()
-        .enumerate()
-        .map(|(j, need)| {
-            let minute_end = newest_ms.saturating_add((j as i64 + 1) * 60_000);
-            let ready = launches.iter().filter(|t| **t <= minute_end).count() as u32;
-            // Launching instances the table does not show serve one launch time from now.
-            let unknown = if now_ms.saturating_add(lead_ms) <= minute_end {
-                unknown_launching
-            } else {
-                0
-            };
-            i64::from(obs.capacity.serving) + i64::from(ready) + i64::from(unknown)
-                - i64::from(need.instances)
-        })
-        .min()
-        .unwrap_or(0)
-        .max(0) as u32;
-    let keep = current
-        .saturating_sub(spare)
-        .max(o.keep.instances)
-        .max(recent);
-    let surplus = current.saturating_sub(keep);
-    let tolerated = ((f64::from(current) * slo.tolerance).ceil() as u32).max(1);
-    if surplus >= tolerated {
-        let sd = &policy.scale_down;
-        let last_change = history.last_scale_up_ms.max(history.last_scale_down_ms);
-        if let Some(t) = last_change
-            && now_ms.saturating_sub(t) < sd.cooldown.as_millis() as i64
-        {
-            return (
-                ReasonCode::ScaleDownCooldown,
-                current,
-                format!(
-                    "{}; last scaling {} ago, inside the {} scale-down cooldown; hold at {current}",
-                    why(&o.keep, &keep_window),
-                    dur(now_ms.saturating_sub(t)),
-                    fmt_dur(sd.cooldown)
-                ),
-            );
-        }
-        let allowance = sd.max_step.allowance(current);
-        let floor = current.saturating_sub(allowance);
-        if floor > keep {
-            return (
-                ReasonCode::ScaleDownLimited,
-                floor,
-                format!(
-                    "{} ({basis}); scale_down.max_step {} allows −{allowance}; scale down to {floor}",
-                    why(&o.keep, &keep_window),
-                    sd.max_step
-                ),
-            );
-        }
-        let stood = if recent > o.keep.instances {
-            format!(
-                ", and {recent} was asked for within the last {}",
-                fmt_dur(lead)
-            )
-        } else {
-            String::new()
-        };
-        return (
-            ReasonCode::SloScaleDown,
-            keep,
-            format!(
-                "{}{stood} ({basis}); {surplus} more than that, at least slo.tolerance {}; scale \
-                 down to {keep}",
-                why(&o.keep, &keep_window),
-                slo.tolerance,
-            ),
-        );
-    }
+    // Only ever leaner than the band as written: the written band is the planner's ceiling on
+    // caution; the pool's history lifts it where its growth over a launch time is small. The
+    // last 5 % below saturation are never planned for.
+    let high = (policy.instances.max_rps / g.q)
+        .min(policy.instances.max_rps * 0.95)
+        .max(policy.band.high);
+    let scale = high / policy.band.high;
+    let mut moved = policy.clone();
+    moved.band.high = high;
+    moved.band.low = policy.band.low * scale;
+    moved.band.setpoint = policy.band.setpoint * scale;
+    let (code, desired, reason) = band(&moved, obs, history, now_ms, newest, rps, d);
     (
-        ReasonCode::SloHold,
-        current,
+        code,
+        desired,
         format!(
-            "{current} counted covers {} ({}) and {keep} within slo.tolerance ({}); hold at \
-             {current}",
-            o.up.instances, up_window, keep_window
+            "SLO {pct}%: demand rose up to ×{:.2} within a launch time ({} moments of the last \
+             {}), so the band is {:.2}–{:.2} rps per instance (setpoint {:.2}; {:?} at \
+             saturation); {reason}",
+            g.q,
+            g.moments,
+            fmt_dur(slo.history),
+            moved.band.low,
+            moved.band.high,
+            moved.band.setpoint,
+            policy.instances.max_rps
         ),
     )
 }
