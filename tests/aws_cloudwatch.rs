@@ -95,7 +95,11 @@ async fn every_pool_goes_in_one_call_as_one_distribution_per_region_at_most_once
     sink.publish("us-west-2", &pools).await.unwrap();
     // The next cycle, 30 s later, is inside the 60 s period: nothing is sent.
     sink.publish("us-west-2", &pools).await.unwrap();
-    assert_eq!(rule.num_calls(), 1, "one call for every pool, once a period");
+    assert_eq!(
+        rule.num_calls(),
+        1,
+        "one call for every pool, once a period"
+    );
     let seen = seen.lock().unwrap();
     assert_eq!(seen[0].namespace(), Some(CLOUDWATCH_NAMESPACE));
     assert_eq!(CLOUDWATCH_NAMESPACE, "MRGC/Autoscaler");

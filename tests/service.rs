@@ -362,11 +362,12 @@ async fn on_shutdown_the_leader_releases_and_the_standby_takes_over_within_a_sta
     let (handover, _) = a.stop().await;
     assert_eq!(handover, Handover::Released { epoch: 1 });
     assert!(!a_watch.borrow().is_leader, "a published that it follows");
-    let took_over = tokio::time::timeout(Duration::from_secs(10), b_watch.wait_for(|s| s.is_leader))
-        .await
-        .expect("b takes over")
-        .map(|s| *s)
-        .expect("b's watch is open");
+    let took_over =
+        tokio::time::timeout(Duration::from_secs(10), b_watch.wait_for(|s| s.is_leader))
+            .await
+            .expect("b takes over")
+            .map(|s| *s)
+            .expect("b's watch is open");
     let after = stopped_at.elapsed();
     assert_eq!(took_over.epoch, 2);
     assert!(

@@ -135,7 +135,14 @@ pub(super) fn cost(a: CostArgs) -> anyhow::Result<ExitCode> {
     println!("per month (30 days), all regions:");
     println!(
         "{:<9} {:<20} {:<50} {:>14} {:>12} {:>12} {:>12} {:>12}",
-        "who", "table", "operation", "calls", "read units", "write units", "replicated", "stream reads"
+        "who",
+        "table",
+        "operation",
+        "calls",
+        "read units",
+        "write units",
+        "replicated",
+        "stream reads"
     );
     for l in &bill.lines {
         println!(

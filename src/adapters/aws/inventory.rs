@@ -190,7 +190,9 @@ impl DynamoInventory {
             }
             match self.poll(&mut feed).await {
                 Ok(()) => return,
-                Err(e) => tracing::warn!(error = %e, "a gap in the inventory's streams: reading the tables in full again"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "a gap in the inventory's streams: reading the tables in full again")
+                }
             }
         }
         if let Err(e) = self.restart(&mut feed).await {
@@ -259,8 +261,7 @@ impl DynamoInventory {
             let mut snap = self.routing.lock().await;
             if let Some(snap) = snap.as_mut() {
                 for ch in routing {
-                    let Ok(id) = item::string(ch.item(), "instance_id").map(str::to_string)
-                    else {
+                    let Ok(id) = item::string(ch.item(), "instance_id").map(str::to_string) else {
                         continue;
                     };
                     snap.health.remove(&id);

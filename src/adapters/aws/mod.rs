@@ -43,17 +43,17 @@ use crate::telemetry::Metrics;
 pub use actuator::AsgActuator;
 pub use decision_log::{DynamoDecisionLog, record_from_item, record_to_item};
 pub use gauges::{CloudWatchGauges, NAMESPACE as CLOUDWATCH_NAMESPACE, UTILISATION_METRIC};
+pub use gauges::{
+    DEFAULT_EVERY as CLOUDWATCH_DEFAULT_EVERY, METRICS_PER_REGION as CLOUDWATCH_METRICS_PER_REGION,
+    calls_for as cloudwatch_calls_for, publishes_per_month as cloudwatch_publishes,
+};
+pub use inventory::DEFAULT_RESYNC_EVERY;
 pub use inventory::DynamoInventory;
 pub use item::{BadItem, BadReason, item_size};
 pub use lease::DynamoLeaseStore;
 pub use meter::{CostMeter, Usage};
 /// The pricing rules the meter books by, for the call plan (`app::plan`).
 pub(crate) use meter::{get_item_units, query_page_units, write_item_units};
-pub use gauges::{
-    DEFAULT_EVERY as CLOUDWATCH_DEFAULT_EVERY, METRICS_PER_REGION as CLOUDWATCH_METRICS_PER_REGION,
-    calls_for as cloudwatch_calls_for, publishes_per_month as cloudwatch_publishes,
-};
-pub use inventory::DEFAULT_RESYNC_EVERY;
 pub use metrics_source::DynamoMetricsSource;
 
 /// How to reach AWS and how hard to lean on it.
@@ -386,9 +386,12 @@ impl AwsBackends {
             actuator: Arc::new(AsgActuator::new(clients.clone())),
             log: Arc::new(DynamoDecisionLog::new(clients.clone())),
             leases: Arc::new(DynamoLeaseStore::new(clients.clone())),
-            gauges: opts
-                .cloudwatch
-                .then(|| Arc::new(CloudWatchGauges::new(clients.clone(), opts.cloudwatch_every))),
+            gauges: opts.cloudwatch.then(|| {
+                Arc::new(CloudWatchGauges::new(
+                    clients.clone(),
+                    opts.cloudwatch_every,
+                ))
+            }),
             clients,
         }
     }

@@ -84,14 +84,9 @@ impl StreamFollower {
         c.meter.book_call(&self.table, "DescribeTable");
         let arn = out
             .table()
-            .filter(|t| {
-                t.stream_specification()
-                    .is_some_and(|s| s.stream_enabled())
-            })
+            .filter(|t| t.stream_specification().is_some_and(|s| s.stream_enabled()))
             .and_then(|t| t.latest_stream_arn())
-            .ok_or_else(|| {
-                PortError::Permanent(format!("{} has no stream enabled", self.table))
-            })?
+            .ok_or_else(|| PortError::Permanent(format!("{} has no stream enabled", self.table)))?
             .to_string();
         self.arn = Some(arn);
         self.discover(c, ShardIteratorType::Latest).await
@@ -158,9 +153,7 @@ impl StreamFollower {
                         .send(),
                 )
                 .await
-                .map_err(|e| {
-                    port_error(&format!("opening shard {id} of {}", self.table), &e)
-                })?;
+                .map_err(|e| port_error(&format!("opening shard {id} of {}", self.table), &e))?;
             c.meter.book_call(&self.table, "GetShardIterator");
             if let Some(it) = out.shard_iterator() {
                 self.open.insert(id, it.to_string());
@@ -302,9 +295,6 @@ mod tests {
             panic!("a map stays a map")
         };
         assert_eq!(meta["gpus"], Av::N("8".into()));
-        assert_eq!(
-            it["tags"],
-            Av::L(vec![Av::S("a".into()), Av::Null(true)])
-        );
+        assert_eq!(it["tags"], Av::L(vec![Av::S("a".into()), Av::Null(true)]));
     }
 }
