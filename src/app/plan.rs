@@ -471,7 +471,7 @@ mod tests {
         );
         assert!(bill.kill_takeover <= Duration::from_secs(30));
         assert!(bill.term_takeover <= Duration::from_secs(5));
-        // The standbys' lease reads are most of the reads: 2 × 3 regions × a month / 5 s × 0.5.
+        // The standbys' lease reads are most of the reads: 2 × 3 regions × a month / 4.5 s × 0.5.
         let standby: f64 = bill
             .lines
             .iter()
@@ -479,7 +479,7 @@ mod tests {
             .map(|l| l.read_units)
             .sum::<f64>()
             * 3.0;
-        assert_eq!(standby.round(), 1_555_200.0);
+        assert_eq!(standby.round(), 1_728_000.0);
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub(super) struct CostArgs {
     #[arg(long, env = "MRGC_RENEW_EVERY", default_value = "20s", value_parser = bounded::lease)]
     renew_every: Duration,
     /// As `run --standby-poll`.
-    #[arg(long, env = "MRGC_STANDBY_POLL", default_value = "5s", value_parser = bounded::lease)]
+    #[arg(long, env = "MRGC_STANDBY_POLL", default_value = "4500ms", value_parser = bounded::lease)]
     standby_poll: Duration,
     /// As `run --record-heartbeat`.
     #[arg(long, env = "MRGC_RECORD_HEARTBEAT", default_value = "10m", value_parser = bounded::interval)]

@@ -108,7 +108,7 @@ pub(super) struct RunArgs {
     pub(super) renew_every: Duration,
     /// How often a standby reads the lease (half a read unit each): after the leader's SIGTERM
     /// it takes over within this.
-    #[arg(long, env = "MRGC_STANDBY_POLL", default_value = "5s", value_parser = bounded::lease)]
+    #[arg(long, env = "MRGC_STANDBY_POLL", default_value = "4500ms", value_parser = bounded::lease)]
     pub(super) standby_poll: Duration,
 }
 
