@@ -40,6 +40,8 @@ pub struct Status {
     guard: Mutex<Option<ActGuard>>,
     /// Why the lease store could not be reached at the last lease read or renewal.
     lease_error: Mutex<Option<String>>,
+    /// The lease store answered at least once.
+    lease_reached: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -64,6 +66,7 @@ impl Status {
             last_cycle: Mutex::new(None),
             guard: Mutex::new(None),
             lease_error: Mutex::new(None),
+            lease_reached: AtomicBool::new(false),
         })
     }
 
@@ -123,6 +126,9 @@ impl Status {
 
     /// Whether the last lease read or renewal reached the lease store (None: it did).
     pub fn lease_store(&self, error: Option<String>) {
+        if error.is_none() {
+            self.lease_reached.store(true, Ordering::Relaxed);
+        }
         *lock(&self.lease_error) = error;
     }
 
@@ -188,7 +194,7 @@ impl Status {
                 "not ready: the lease store cannot be reached: {e}; {lease}"
             ));
         }
-        if !l.is_leader {
+        if !l.is_leader && self.lease_reached.load(Ordering::Relaxed) {
             return Ok(format!(
                 "ready: {lease} (reads only the lease), policy {hash}{shadow}{rejected}"
             ));
