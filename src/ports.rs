@@ -200,10 +200,12 @@ pub struct Backends {
     pub gauges: Option<Arc<dyn GaugeSink>>,
 }
 
-/// Per-pool gauges published each cycle (CloudWatch in production).
+/// Per-pool gauges published once per cycle by the leader, every pool of the region in one
+/// batch (CloudWatch in production: one PutMetricData call per cycle, not one per pool).
 #[async_trait]
 pub trait GaugeSink: Send + Sync {
-    async fn publish(&self, pool: &str, region: &str, gauges: &PoolGauges) -> PortResult<()>;
+    /// Publish the gauges of `pools` (pool name, gauges) in `region`. Empty: nothing is sent.
+    async fn publish(&self, region: &str, pools: &[(String, PoolGauges)]) -> PortResult<()>;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -200,6 +200,10 @@ pub const IAM_ACTIONS: &[&str] = &[
     "dynamodb:PutItem",
     "dynamodb:UpdateItem",
     "dynamodb:ConditionCheckItem",
+    // DynamoDB Streams of the instances, routing and cleanup tables (the inventory's informer).
+    "dynamodb:DescribeStream",
+    "dynamodb:GetShardIterator",
+    "dynamodb:GetRecords",
     // Auto Scaling.
     "autoscaling:DescribeAutoScalingGroups",
     "autoscaling:SetDesiredCapacity",

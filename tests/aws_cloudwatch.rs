@@ -10,7 +10,9 @@ use aws_sdk_cloudwatch::operation::put_metric_data::{
 use aws_sdk_cloudwatch::types::error::InvalidParameterValueException;
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
 
-use mrgc_autoscaler::adapters::aws::{AwsBackends, AwsClients, AwsOptions, CLOUDWATCH_NAMESPACE};
+use mrgc_autoscaler::adapters::aws::{
+    AwsBackends, AwsClients, AwsOptions, CLOUDWATCH_NAMESPACE, UTILISATION_METRIC,
+};
 use mrgc_autoscaler::ports::{GaugeSink, PoolGauges, PortError};
 use mrgc_autoscaler::telemetry::Metrics;
 
@@ -61,7 +63,7 @@ fn points(input: &PutMetricDataInput) -> Vec<Point> {
 }
 
 #[tokio::test]
-async fn gauges_are_published_per_pool_with_pool_and_region_dimensions() {
+async fn every_pool_goes_in_one_call_as_one_distribution_per_region_at_most_once_a_period() {
     let seen: Arc<Mutex<Vec<PutMetricDataInput>>> = Arc::default();
     let record = seen.clone();
     let rule = mock!(aws_sdk_cloudwatch::Client::put_metric_data)
@@ -77,67 +79,45 @@ async fn gauges_are_published_per_pool_with_pool_and_region_dimensions() {
         .gauges
         .clone()
         .expect("CloudWatch gauges are on by default");
-    sink.publish(
-        "model-a",
-        "us-west-2",
-        &PoolGauges {
-            rps: Some(90.5),
-            serving: 60,
-            launching: 12,
-            desired: 72,
-            utilisation: Some(1.25),
-        },
-    )
-    .await
-    .unwrap();
-    // Without an RPS reading, rps and utilisation are left out rather than sent as zero.
-    sink.publish(
-        "model-b",
-        "us-west-2",
-        &PoolGauges {
-            rps: None,
-            serving: 3,
-            launching: 0,
-            desired: 3,
-            utilisation: None,
-        },
-    )
-    .await
-    .unwrap();
-    assert_eq!(rule.num_calls(), 2);
+    let gauges = |rps: Option<f64>, serving: u32, utilisation: Option<f64>| PoolGauges {
+        rps,
+        serving,
+        launching: 0,
+        desired: serving,
+        utilisation,
+    };
+    let pools = vec![
+        ("model-a".to_string(), gauges(Some(90.5), 60, Some(1.25))),
+        // Without an RPS reading a pool sends no value rather than a zero.
+        ("model-b".to_string(), gauges(None, 3, None)),
+        ("model-c".to_string(), gauges(Some(3.0), 2, Some(1.5))),
+    ];
+    sink.publish("us-west-2", &pools).await.unwrap();
+    // The next cycle, 30 s later, is inside the 60 s period: nothing is sent.
+    sink.publish("us-west-2", &pools).await.unwrap();
+    assert_eq!(
+        rule.num_calls(),
+        1,
+        "one call for every pool, once a period"
+    );
     let seen = seen.lock().unwrap();
     assert_eq!(seen[0].namespace(), Some(CLOUDWATCH_NAMESPACE));
     assert_eq!(CLOUDWATCH_NAMESPACE, "MRGC/Autoscaler");
-    let dims = |pool: &str| {
-        vec![
-            ("Pool".to_string(), pool.to_string()),
-            ("Region".to_string(), "us-west-2".to_string()),
-        ]
-    };
+    let data = seen[0].metric_data();
+    assert_eq!(data.len(), 1, "one data point: the region's distribution");
+    assert_eq!(data[0].metric_name(), Some(UTILISATION_METRIC));
+    assert_eq!(data[0].values(), &[1.25, 1.5]);
+    assert_eq!(data[0].counts(), &[1.0, 1.0]);
     assert_eq!(
-        points(&seen[0]),
-        vec![
-            ("rps".to_string(), 90.5, dims("model-a")),
-            ("serving".to_string(), 60.0, dims("model-a")),
-            ("launching".to_string(), 12.0, dims("model-a")),
-            ("desired".to_string(), 72.0, dims("model-a")),
-            ("utilisation".to_string(), 1.25, dims("model-a")),
-        ]
-    );
-    assert_eq!(
-        points(&seen[1]),
-        vec![
-            ("serving".to_string(), 3.0, dims("model-b")),
-            ("launching".to_string(), 0.0, dims("model-b")),
-            ("desired".to_string(), 3.0, dims("model-b")),
-        ]
+        points(&seen[0])[0].2,
+        vec![("Region".to_string(), "us-west-2".to_string())]
     );
     assert_eq!(
         metrics
             .aws_calls
             .with_label_values(&["cloudwatch", "PutMetricData"])
             .get(),
-        2
+        1
     );
 }
 
@@ -161,7 +141,10 @@ async fn a_rejected_publish_is_a_permanent_error_and_counted() {
         desired: 1,
         utilisation: Some(1.0),
     };
-    let err = sink.publish("model-a", "us-east-1", &g).await.unwrap_err();
+    let err = sink
+        .publish("us-east-1", &[("model-a".to_string(), g)])
+        .await
+        .unwrap_err();
     assert!(matches!(err, PortError::Permanent(_)), "{err:?}");
     assert_eq!(
         metrics

@@ -136,28 +136,45 @@ async fn controller_dynamodb_cost_per_cycle_and_month() {
             .unwrap_or_default()
     };
     let pool_cycles = cycles * POOLS.len() as u32;
-    // The read pattern this design promises, per pool and cycle.
-    // Plus the model_load_time metric, read per pool every 15 minutes.
+    // The read pattern this design promises: RPS once per new sample (a minute) per pool, the
+    // first read covering the lookback; the model_load_time metric per pool every 15 minutes.
     let model_load_reads = POOLS.len() as u64 * (MINUTES as u64).div_ceil(15);
     assert_eq!(
         get(&schema::METRICS, "Query").requests,
-        u64::from(pool_cycles) + model_load_reads
+        POOLS.len() as u64 * MINUTES as u64 + model_load_reads,
+        "one RPS read per pool and new sample, not per cycle"
     );
+    // The inventory is read once, then followed through the tables' streams: one GetRecords
+    // per table (one shard each in moto) and cycle.
+    assert!(env.aws.inventory.following_streams().await);
     assert_eq!(
         get(&schema::GPU_INSTANCES, "Query").requests,
-        u64::from(pool_cycles)
+        POOLS.len() as u64,
+        "instances: one Query per pool, once"
     );
     assert_eq!(
         get(&schema::ROUTING_STATE, "Query").requests,
-        u64::from(cycles),
-        "routing health: one Query per region and cycle"
+        1,
+        "routing health: one Query for the region, once"
     );
-    // Failed validations: one Query per region and cycle, plus one look-up, once, of the
-    // later validation of each pool's failed-then-passed instance.
+    // Failed validations: one Query, plus one look-up, once, of the later validation of each
+    // pool's failed-then-passed instance.
     assert_eq!(
         get(&schema::CLEANUP_VALIDATION, "Query").requests,
-        u64::from(cycles) + POOLS.len() as u64
+        1 + POOLS.len() as u64
     );
+    for t in [
+        &schema::GPU_INSTANCES,
+        &schema::ROUTING_STATE,
+        &schema::CLEANUP_VALIDATION,
+    ] {
+        assert_eq!(
+            get(t, "GetRecords").requests,
+            u64::from(cycles) - 1,
+            "{}: one stream read per cycle after the first (which starts the streams)",
+            t.suffix
+        );
+    }
     // Steady state: the first decision and a heartbeat every 10 minutes, no more.
     assert_eq!(
         i64::from(recorded),

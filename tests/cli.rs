@@ -387,7 +387,7 @@ fn a_bad_shadow_policy_or_lease_setting_exits_64_before_running() {
             "--listen",
             "127.0.0.1:0",
             "--lease-duration",
-            "8s",
+            "6s",
             "--renew-every",
             "5s",
         ])
@@ -395,7 +395,8 @@ fn a_bad_shadow_policy_or_lease_setting_exits_64_before_running() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("must be more than twice --renew-every"),
+        String::from_utf8_lossy(&out.stderr)
+            .contains("must exceed --renew-every (5s) by at least 2s"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

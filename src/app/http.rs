@@ -38,6 +38,10 @@ pub struct Status {
     last_cycle: Mutex<Option<tokio::time::Instant>>,
     /// The leader's guard: a lease that lapsed without renewal shows as not ready at once.
     guard: Mutex<Option<ActGuard>>,
+    /// Why the lease store could not be reached at the last lease read or renewal.
+    lease_error: Mutex<Option<String>>,
+    /// The lease store answered at least once.
+    lease_reached: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -61,6 +65,8 @@ impl Status {
             leader: watch::Sender::new(LeaderState::default()),
             last_cycle: Mutex::new(None),
             guard: Mutex::new(None),
+            lease_error: Mutex::new(None),
+            lease_reached: AtomicBool::new(false),
         })
     }
 
@@ -118,6 +124,14 @@ impl Status {
         previous
     }
 
+    /// Whether the last lease read or renewal reached the lease store (None: it did).
+    pub fn lease_store(&self, error: Option<String>) {
+        if error.is_none() {
+            self.lease_reached.store(true, Ordering::Relaxed);
+        }
+        *lock(&self.lease_error) = error;
+    }
+
     /// The guard of the lease this replica leads under (None while following).
     pub fn lease_guard(&self, guard: Option<ActGuard>) {
         *lock(&self.guard) = guard;
@@ -145,8 +159,9 @@ impl Status {
         }
     }
 
-    /// Ready: a valid policy is in force and the last cycle reached every backend. Followers
-    /// are ready too (they observe and can take over at once); the body says which they are.
+    /// Ready: a valid policy is in force and, for the leader, the last cycle reached every
+    /// backend. A follower reads nothing but the lease: it is ready while its policies are
+    /// loaded and the lease store answers (it can take over at once); the body says which.
     pub fn ready(&self) -> Result<String, String> {
         let l = self.leader_state();
         let lease = if l.is_leader {
@@ -174,6 +189,16 @@ impl Status {
                 format!(", shadow policy {h} (the last shadow edit was rejected, {h} stays: {e})")
             }
         };
+        if let Some(e) = lock(&self.lease_error).clone() {
+            return Err(format!(
+                "not ready: the lease store cannot be reached: {e}; {lease}"
+            ));
+        }
+        if !l.is_leader && self.lease_reached.load(Ordering::Relaxed) {
+            return Ok(format!(
+                "ready: {lease} (reads only the lease), policy {hash}{shadow}{rejected}"
+            ));
+        }
         if self.cycles.load(Ordering::Relaxed) == 0 {
             return Err(format!(
                 "not ready: no reconcile cycle has completed yet; {lease}"

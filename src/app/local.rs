@@ -67,8 +67,8 @@ impl LocalOptions {
             policy_paths: Vec::new(),
             shadow_paths: Vec::new(),
             policy_poll: Duration::from_secs(5),
-            lease_duration: Duration::from_secs(15),
-            renew_every: Duration::from_secs(5),
+            lease_duration: crate::app::election::DEFAULT_LEASE_DURATION,
+            renew_every: crate::app::election::DEFAULT_RENEW_EVERY,
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod http;
 pub mod leadership;
 pub mod local;
 pub mod observe;
+pub mod plan;
 pub mod policy_files;
 pub mod reconciler;
 pub mod reload;

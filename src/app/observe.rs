@@ -40,7 +40,11 @@ const SEASONAL_LAGS_MS: [i64; 2] = [86_400_000, 7 * 86_400_000];
 
 /// How often the `model_load_time` metric is read (it changes with model releases, not
 /// minutes; one Query per pool every 15 minutes costs nothing worth counting).
-const MODEL_LOAD_REFRESH_MS: i64 = 15 * 60_000;
+pub const MODEL_LOAD_REFRESH_MS: i64 = 15 * 60_000;
+
+/// Routers write one RPS sample a minute: the metrics table is read for a pool only once the
+/// next sample is due (`SampleCache`), so once per sample, not once per cycle.
+pub const SAMPLE_PERIOD_MS: i64 = 60_000;
 
 /// RPS per instance beyond which a sample is not believed, as a multiple of the pool's
 /// saturation rate at its largest size: demand can exceed capacity, but not by a thousandfold
@@ -175,7 +179,7 @@ impl SampleCache {
             .min(now_ms.saturating_sub(retention_minutes as i64 * 60_000));
         match (self.newest_ms, self.covered_from_ms) {
             (Some(newest), Some(covered)) if covered <= wanted_from => {
-                (newest, now_ms >= newest.saturating_add(60_000))
+                (newest, now_ms >= newest.saturating_add(SAMPLE_PERIOD_MS))
             }
             _ => (wanted_from, true),
         }

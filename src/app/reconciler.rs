@@ -7,8 +7,9 @@
 //! No action without its record: a plan with steps is recorded first (fenced, `result =
 //! pending`), then executed step by step under the leadership guard (`execute`), then its
 //! outcome is settled on the record. If the record cannot be written, nothing is done.
-//! Leadership gates acting and recording only; observing and deciding happen on every replica
-//! so a new leader acts at once with a warm history. One pool's failure never stops the others;
+//! Leadership gates acting and recording; the service runs cycles on the leader only (a
+//! follower reads nothing but the lease), and a new leader warms its history from the
+//! decision log (`warm_history`) before its first cycle. One pool's failure never stops the others;
 //! a pool whose reads fail backs off (transient errors quickly, permanent ones slowly).
 
 use std::collections::HashMap;
@@ -191,6 +192,8 @@ pub struct Reconciler {
     shadow_pools: HashMap<String, PoolState>,
     /// A candidate policy set evaluated beside the live one, never acted on.
     shadow: Option<Arc<PolicySet>>,
+    /// The live decisions' gauges of the cycle in progress, published in one batch at its end.
+    gauges: Vec<(String, PoolGauges)>,
 }
 
 const BACKOFF_BASE_MS: i64 = 1_000;
@@ -206,7 +209,16 @@ impl Reconciler {
             pools: HashMap::new(),
             shadow_pools: HashMap::new(),
             shadow: None,
+            gauges: Vec::new(),
         }
+    }
+
+    /// Forget every pool's state (samples read, histories, last records): a replica that
+    /// becomes leader again starts from the decision log, not from what it knew when it last
+    /// led (followers read nothing, so that knowledge is stale).
+    pub fn forget_pools(&mut self) {
+        self.pools.clear();
+        self.shadow_pools.clear();
     }
 
     /// Evaluate `shadow` beside the live policies every cycle, on the same observation,
@@ -288,6 +300,7 @@ impl Reconciler {
         };
         let mut lead = leadership.clone();
         let shadow_set = self.shadow.clone();
+        self.gauges.clear();
         for policy in policies.pools.values() {
             if policy.region(&self.settings.region).is_none() {
                 continue;
@@ -356,7 +369,21 @@ impl Reconciler {
                 }
             }
         }
+        self.publish_gauges().await;
         report
+    }
+
+    /// Every pool's gauges of this cycle in one batch (one CloudWatch call), leader only.
+    async fn publish_gauges(&mut self) {
+        let batch = std::mem::take(&mut self.gauges);
+        if batch.is_empty() {
+            return;
+        }
+        if let Some(g) = &self.backends.gauges
+            && let Err(e) = g.publish(&self.settings.region, &batch).await
+        {
+            tracing::warn!(region = %self.settings.region, error = %e, "publishing gauges failed");
+        }
     }
 
     /// observe → decide → record → act for one pool with the live policy (no shadow).
@@ -367,10 +394,12 @@ impl Reconciler {
         now_ms: i64,
         leadership: &Leadership,
     ) -> Result<PoolReport, PoolError> {
+        self.gauges.clear();
         let result = self
             .live_cycle(policy, policy_hash, None, now_ms, leadership)
             .await;
         self.settle(&policy.pool, now_ms, result.as_ref().err());
+        self.publish_gauges().await;
         result.map(|(r, _)| r)
     }
 
@@ -638,10 +667,10 @@ impl Reconciler {
         Ok(record)
     }
 
-    /// Metrics, gauges and the decision's log line.
+    /// Metrics, gauges (kept for the cycle's batch) and the decision's log line.
     #[allow(clippy::too_many_arguments)]
     async fn publish(
-        &self,
+        &mut self,
         track: Track,
         policy: &PoolPolicy,
         policy_hash: &str,
@@ -666,17 +695,18 @@ impl Reconciler {
                     .pool_draining
                     .with_label_values(l)
                     .set(draining as i64);
-                if let Some(g) = &self.backends.gauges {
-                    let gauges = PoolGauges {
-                        rps: d.rps,
-                        serving: d.serving,
-                        launching: d.launching,
-                        desired: d.desired,
-                        utilisation: d.utilisation,
-                    };
-                    if let Err(e) = g.publish(&policy.pool, region, &gauges).await {
-                        tracing::warn!(error = %e, "publishing gauges failed");
-                    }
+                // CloudWatch is the leader's: a follower's view is not the one acted on.
+                if self.backends.gauges.is_some() && leadership.is_leader {
+                    self.gauges.push((
+                        policy.pool.clone(),
+                        PoolGauges {
+                            rps: d.rps,
+                            serving: d.serving,
+                            launching: d.launching,
+                            desired: d.desired,
+                            utilisation: d.utilisation,
+                        },
+                    ));
                 }
             }
             Track::Shadow => {

@@ -208,11 +208,21 @@ pub async fn run_service(
         let leadership = leadership_rx.borrow_and_update().clone();
         let now = clock.now_ms();
         if leadership.is_leader && led_epoch != Some(leadership.epoch) {
-            // A new leader warms its stabilization history from the decision log.
+            // A new leader starts from the decision log, not from what it knew when it last
+            // led: it warms its stabilization history, then acts at once.
+            reconciler.forget_pools();
             reconciler.warm_history(&policies, now).await;
+            read_errors.clear();
+            next_cycle = now;
         }
         led_epoch = leadership.is_leader.then_some(leadership.epoch);
-        if now >= next_cycle {
+        if !leadership.is_leader {
+            // A follower reads nothing but the lease (the renewal task does): no metrics, no
+            // instances, no ASG, no decision log, no gauges. It is ready while its policies
+            // are loaded and the lease store answers.
+            next_cycle = now.saturating_add(interval_ms);
+            read_errors.clear();
+        } else if now >= next_cycle {
             let started = std::time::Instant::now();
             // A cycle stuck on a hung backend is abandoned on shutdown, not waited for.
             let report = tokio::select! {
@@ -314,9 +324,10 @@ async fn release(lease: &Lease, clock: &Arc<dyn Clock>, region: &str) -> Handove
     handover
 }
 
-/// The renewal task: a leader renews every `renew_every`, a follower reads the lease every
-/// `standby_poll` (so a released lease is taken over within about that); each publishes the
-/// leadership that results, and logs and counts transitions.
+/// The renewal task: a leader renews every `renew_every` (retrying sooner after a failed
+/// renewal), a follower reads the lease every `standby_poll` (so a released lease is taken
+/// over within about that); each publishes the leadership that results, and logs and counts
+/// transitions.
 async fn renew(
     lease: Arc<Lease>,
     clock: Arc<dyn Clock>,
@@ -328,11 +339,18 @@ async fn renew(
     let leader_tick = cfg.renew_every.max(Duration::from_millis(100));
     let standby_tick = cfg.standby_poll.max(Duration::from_millis(100));
     loop {
-        let (transition, leadership) = {
+        let (transition, leadership, next_tick, lease_error) = {
             let mut e = lease.elector.lock().await;
             let t = e.tick(clock.now_ms()).await;
-            (t, e.leadership(clock.now_ms()))
+            let now = clock.now_ms();
+            (
+                t,
+                e.leadership(now),
+                e.next_tick_in(now),
+                e.store_error().map(str::to_string),
+            )
         };
+        status.lease_store(lease_error);
         metrics.leader.set(i64::from(leadership.is_leader));
         metrics.leader_epoch.set(if leadership.is_leader {
             leadership.epoch as i64
@@ -352,7 +370,7 @@ async fn renew(
             }
         }
         let tick = if leadership.is_leader {
-            leader_tick
+            next_tick.clamp(Duration::from_millis(100), leader_tick)
         } else {
             standby_tick
         };

@@ -12,12 +12,14 @@ use clap::{Parser, Subcommand, ValueEnum};
 use mrgc_autoscaler::app::policy_files;
 use mrgc_autoscaler::core::policy::PolicySet;
 
+mod cost;
 mod history;
 mod policy;
 mod run;
 mod simulate;
 mod tables;
 
+use cost::CostArgs;
 use history::HistoryArgs;
 use policy::PolicyCommand;
 use run::RunArgs;
@@ -61,6 +63,8 @@ enum Command {
     Tables(TablesCommand),
     /// Print a pool's recorded decisions with their reasons, newest first.
     History(HistoryArgs),
+    /// Price a deployment: the controllers' monthly DynamoDB, Streams and CloudWatch bill.
+    Cost(CostArgs),
 }
 
 pub(super) fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -208,6 +212,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tables(TablesCommand::Create(a)) => tables::tables_cmd(a, true),
         Command::Tables(TablesCommand::Check(a)) => tables::tables_cmd(a, false),
         Command::History(a) => history::history(a),
+        Command::Cost(a) => cost::cost(a),
     }
 }
 

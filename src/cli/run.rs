@@ -75,9 +75,20 @@ pub(super) struct RunArgs {
     /// AWS backend: a local AWS-compatible server (moto, LocalStack) instead of AWS.
     #[arg(long, env = "MRGC_ENDPOINT_URL")]
     endpoint_url: Option<String>,
-    /// AWS backend: do not publish per-pool gauges to CloudWatch.
+    /// AWS backend: do not publish the pools' summary to CloudWatch.
     #[arg(long, env = "MRGC_NO_CLOUDWATCH")]
     no_cloudwatch: bool,
+    /// AWS backend: publish the pools' summary to CloudWatch at most this often (leader only,
+    /// one PutMetricData for every pool).
+    #[arg(long, env = "MRGC_CLOUDWATCH_EVERY", default_value = "60s", value_parser = bounded::interval)]
+    cloudwatch_every: Duration,
+    /// AWS backend: read the instances, routing and cleanup tables in full every cycle instead
+    /// of following their DynamoDB streams between full reads.
+    #[arg(long, env = "MRGC_NO_STREAMS")]
+    no_streams: bool,
+    /// AWS backend: read the streamed tables in full again at least this often.
+    #[arg(long, env = "MRGC_RESYNC_EVERY", default_value = "1h", value_parser = bounded::interval)]
+    resync_every: Duration,
     /// Evaluate this candidate policy set beside the live one every cycle and record what it
     /// would have done (dry-run records with its own policy hash); never acted on.
     #[arg(long, env = "MRGC_SHADOW_POLICIES", value_delimiter = ',')]
@@ -88,16 +99,17 @@ pub(super) struct RunArgs {
     /// Re-read the policy files this often when they changed (and at once on SIGHUP).
     #[arg(long, env = "MRGC_POLICY_POLL", default_value = "5s", value_parser = bounded::poll)]
     policy_poll: Duration,
-    /// How long a leader's lease lasts without renewal.
-    #[arg(long, env = "MRGC_LEASE_DURATION", default_value = "15s", value_parser = bounded::lease)]
-    lease_duration: Duration,
-    /// How often the leader renews its lease.
-    #[arg(long, env = "MRGC_RENEW_EVERY", default_value = "5s", value_parser = bounded::lease)]
-    renew_every: Duration,
-    /// How often a standby reads the lease: after the leader's SIGTERM it takes over within
-    /// this. Each standby reads once per poll (about 1.3 M read units a month at 1 s).
-    #[arg(long, env = "MRGC_STANDBY_POLL", default_value = "1s", value_parser = bounded::lease)]
-    standby_poll: Duration,
+    /// How long a leader's lease lasts without renewal (a kill -9 takeover takes up to this
+    /// plus --standby-poll). `mrgc-autoscaler cost` prices other timings.
+    #[arg(long, env = "MRGC_LEASE_DURATION", default_value = "24s", value_parser = bounded::lease)]
+    pub(super) lease_duration: Duration,
+    /// How often the leader renews its lease (one write each).
+    #[arg(long, env = "MRGC_RENEW_EVERY", default_value = "20s", value_parser = bounded::lease)]
+    pub(super) renew_every: Duration,
+    /// How often a standby reads the lease (half a read unit each): after the leader's SIGTERM
+    /// it takes over within this.
+    #[arg(long, env = "MRGC_STANDBY_POLL", default_value = "4500ms", value_parser = bounded::lease)]
+    pub(super) standby_poll: Duration,
 }
 
 pub(super) fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
@@ -122,11 +134,12 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         },
         None => None,
     };
-    if a.renew_every.is_zero() || a.lease_duration <= a.renew_every * 2 {
+    if !ElectionConfig::timing_is_valid(a.lease_duration, a.renew_every) {
         eprintln!(
-            "error: --lease-duration ({}) must be more than twice --renew-every ({}) so a leader renews before it expires",
+            "error: --lease-duration ({}) must exceed --renew-every ({}) by at least {} so a leader retries a failed renewal before its lease expires",
             humantime::format_duration(a.lease_duration),
-            humantime::format_duration(a.renew_every)
+            humantime::format_duration(a.renew_every),
+            humantime::format_duration(mrgc_autoscaler::app::election::MIN_LEASE_SLACK)
         );
         return Ok(ExitCode::from(EXIT_USAGE));
     }
@@ -225,6 +238,9 @@ pub(super) async fn run_aws(
     let metrics = Metrics::new();
     let mut opts = AwsOptions::new(&a.region, &prefix, a.endpoint_url.clone());
     opts.cloudwatch = !a.no_cloudwatch;
+    opts.cloudwatch_every = a.cloudwatch_every;
+    opts.streams = !a.no_streams;
+    opts.resync_every = a.resync_every;
     // Start-up gives way to a signal too: nothing is held yet, so there is nothing to release.
     let started = async {
         let aws = AwsBackends::build(&opts, &metrics).await;

@@ -72,6 +72,7 @@ fn operations(code: &str) -> Vec<(&'static str, String)> {
         (".ddb.", "dynamodb"),
         (".asg.", "autoscaling"),
         (".cw.", "cloudwatch"),
+        (".streams.", "dynamodb"),
     ] {
         let mut rest = compact.as_str();
         while let Some(pos) = rest.find(client) {

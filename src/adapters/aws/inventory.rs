@@ -1,5 +1,14 @@
 //! A pool's instances in one region, joined with routing health and the latest cleanup
-//! validation (DESIGN §4), at a read cost that stays flat as the pool grows:
+//! validation (DESIGN §4), at a read cost that stays flat as the pool grows and with time.
+//!
+//! An informer, as Kubernetes controllers have: the three tables are read once (per pool, per
+//! region), then followed through their DynamoDB streams (`streams::StreamFollower`), polled at
+//! most once per `join_max_age` (so once per cycle, shared by the cycle's pools), and read in
+//! full again every `resync_every` and after any gap or stream error. Heartbeats, state changes
+//! (drains included), routing health and new validations all arrive as stream records, so the
+//! counting sees what a full read would. Where the streams cannot be followed (not enabled,
+//! not permitted) the tables are read in full every cycle, as below, and the start is retried
+//! at the next resync. What a full read does:
 //!
 //! - instances: one Query of `model-pool-index` (pool, region), paged past 1 MB;
 //! - routing health: one Query of `region-score-index` for the whole region, shared by the
@@ -31,7 +40,31 @@ use crate::schema;
 
 use super::item::{self, BadItem, Item};
 use super::meter::{Op, one, write_item_units};
+use super::streams::{Change, StreamFollower};
 use super::{AwsClients, Service, port_error, query_pages};
+
+/// How often the streamed tables are read in full again by default, even with no gap seen.
+pub const DEFAULT_RESYNC_EVERY: Duration = Duration::from_secs(3600);
+
+/// The informer's state: the three followers and what was read of the instances table.
+struct Feed {
+    instances: StreamFollower,
+    routing: StreamFollower,
+    cleanup: StreamFollower,
+    /// When the streams were last (re)started with a full read after; None: not following.
+    started: Option<Instant>,
+    polled: Option<Instant>,
+    /// The streams could not be started: read in full every cycle until then.
+    unavailable_until: Option<Instant>,
+    /// (pool, region) → instance id → item: the last full read plus the changes since.
+    pools: HashMap<(String, String), HashMap<String, Item>>,
+}
+
+impl Feed {
+    fn following(&self) -> bool {
+        self.started.is_some()
+    }
+}
 
 /// Slack before the oldest launch time when looking for failed validations (clock skew
 /// between the instance and the car wash).
@@ -54,6 +87,11 @@ struct Failures {
     newest: HashMap<String, (f64, String)>,
     /// (instance, failure key text) whose failure a later validation superseded.
     superseded: HashSet<(String, String)>,
+    /// While the cleanup table is followed: (instance, failure key text) found still failed,
+    /// kept until the table's stream shows a new validation.
+    confirmed: HashSet<(String, String)>,
+    /// The cleanup table's stream showed a change: read the failures again.
+    stale: bool,
 }
 
 struct RoutingSnapshot {
@@ -70,11 +108,38 @@ pub struct DynamoInventory {
     join_max_age: Duration,
     routing: Mutex<Option<RoutingSnapshot>>,
     failures: Mutex<Failures>,
+    /// Follow the tables' streams (false: read them in full every cycle).
+    streams: bool,
+    resync_every: Duration,
+    feed: Mutex<Feed>,
 }
 
 impl DynamoInventory {
     pub fn new(c: Arc<AwsClients>, join_max_age: Duration) -> Self {
+        Self::with_streams(c, join_max_age, false, DEFAULT_RESYNC_EVERY)
+    }
+
+    /// An inventory that follows the tables' streams between full reads (`streams`), reading
+    /// them in full at least every `resync_every`.
+    pub fn with_streams(
+        c: Arc<AwsClients>,
+        join_max_age: Duration,
+        streams: bool,
+        resync_every: Duration,
+    ) -> Self {
+        let feed = Feed {
+            instances: StreamFollower::new(&c.table(&schema::GPU_INSTANCES)),
+            routing: StreamFollower::new(&c.table(&schema::ROUTING_STATE)),
+            cleanup: StreamFollower::new(&c.table(&schema::CLEANUP_VALIDATION)),
+            started: None,
+            polled: None,
+            unavailable_until: None,
+            pools: HashMap::new(),
+        };
         DynamoInventory {
+            streams,
+            resync_every,
+            feed: Mutex::new(feed),
             instances_table: c.table(&schema::GPU_INSTANCES),
             routing_table: c.table(&schema::ROUTING_STATE),
             cleanup_table: c.table(&schema::CLEANUP_VALIDATION),
@@ -88,14 +153,176 @@ impl DynamoInventory {
     /// Forget the shared routing snapshot: the next pool reads routing health afresh. (Tests
     /// that run cycles back to back in less than `join_max_age` use it to count the reads one
     /// cycle makes.)
+    /// While the streams are followed, the next read polls them instead (nothing is read in
+    /// full again).
     pub async fn invalidate_joins(&self) {
-        *self.routing.lock().await = None;
-        self.failures.lock().await.fetched = None;
+        let mut feed = self.feed.lock().await;
+        feed.polled = None;
+        if !feed.following() {
+            *self.routing.lock().await = None;
+            self.failures.lock().await.fetched = None;
+        }
     }
 
-    async fn instances(&self, pool: &str, region: &str) -> PortResult<(Vec<InstanceRecord>, u32)> {
+    /// Whether the tables are being followed through their streams now.
+    pub async fn following_streams(&self) -> bool {
+        self.feed.lock().await.following()
+    }
+
+    /// Bring the informer up to date: (re)start the streams when due (then everything is read
+    /// in full again, lazily), else poll them at most once per `join_max_age` and apply what
+    /// changed. A failure to follow is never an error of the read: the tables are then read in
+    /// full.
+    async fn sync(&self) {
+        if !self.streams {
+            return;
+        }
+        let mut feed = self.feed.lock().await;
+        if feed.unavailable_until.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        let resync = feed
+            .started
+            .is_none_or(|t| t.elapsed() >= self.resync_every);
+        if !resync {
+            if feed.polled.is_some_and(|t| t.elapsed() < self.join_max_age) {
+                return;
+            }
+            match self.poll(&mut feed).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "a gap in the inventory's streams: reading the tables in full again")
+                }
+            }
+        }
+        if let Err(e) = self.restart(&mut feed).await {
+            tracing::warn!(
+                error = %e,
+                retry_in_s = self.resync_every.as_secs(),
+                "cannot follow the inventory's streams: reading the tables in full every cycle"
+            );
+            feed.started = None;
+            feed.unavailable_until = Some(Instant::now() + self.resync_every);
+            self.forget(&mut feed).await;
+        }
+    }
+
+    /// Start the three streams at their tips, then forget what was read: each table is read
+    /// in full on its next use.
+    async fn restart(&self, feed: &mut Feed) -> PortResult<()> {
+        feed.started = None;
+        feed.unavailable_until = None;
+        feed.instances.start(&self.c).await?;
+        feed.routing.start(&self.c).await?;
+        feed.cleanup.start(&self.c).await?;
+        self.forget(feed).await;
+        feed.started = Some(Instant::now());
+        feed.polled = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn forget(&self, feed: &mut Feed) {
+        feed.pools.clear();
+        *self.routing.lock().await = None;
+        let mut f = self.failures.lock().await;
+        f.fetched = None;
+        f.stale = true;
+        f.confirmed.clear();
+    }
+
+    /// Poll the three streams and apply their changes.
+    async fn poll(&self, feed: &mut Feed) -> PortResult<()> {
+        let instances = feed.instances.poll(&self.c).await?;
+        let routing = feed.routing.poll(&self.c).await?;
+        let cleanup = feed.cleanup.poll(&self.c).await?;
+        feed.polled = Some(Instant::now());
+        for ch in instances {
+            let Ok(id) = item::string(ch.item(), "instance_id").map(str::to_string) else {
+                continue;
+            };
+            for items in feed.pools.values_mut() {
+                items.remove(&id);
+            }
+            if let Change::Put(it) = ch {
+                // As model-pool-index holds it: both keys present as strings.
+                let key = match (it.get("model_pool"), it.get("region")) {
+                    (
+                        Some(aws_sdk_dynamodb::types::AttributeValue::S(p)),
+                        Some(aws_sdk_dynamodb::types::AttributeValue::S(r)),
+                    ) => (p.clone(), r.clone()),
+                    _ => continue,
+                };
+                if let Some(items) = feed.pools.get_mut(&key) {
+                    items.insert(id, it);
+                }
+            }
+        }
+        if !routing.is_empty() {
+            let mut snap = self.routing.lock().await;
+            if let Some(snap) = snap.as_mut() {
+                for ch in routing {
+                    let Ok(id) = item::string(ch.item(), "instance_id").map(str::to_string) else {
+                        continue;
+                    };
+                    snap.health.remove(&id);
+                    if let Change::Put(it) = ch {
+                        // As region-score-index holds it: the region, and a numeric score.
+                        let in_index = matches!(
+                            it.get("region"),
+                            Some(aws_sdk_dynamodb::types::AttributeValue::S(r)) if *r == snap.region
+                        ) && matches!(
+                            it.get("routing_score"),
+                            Some(aws_sdk_dynamodb::types::AttributeValue::N(_))
+                        );
+                        if in_index {
+                            snap.health
+                                .insert(id, item::enumerated(&it, "health_status", Health::parse));
+                        }
+                    }
+                }
+            }
+        }
+        if !cleanup.is_empty() {
+            let mut f = self.failures.lock().await;
+            f.stale = true;
+            f.confirmed.clear();
+        }
+        Ok(())
+    }
+
+    /// A pool's instances: from the informer while it follows the streams (the pool is read
+    /// in full on first use), else by a full read.
+    async fn pool_items(&self, pool: &str, region: &str) -> PortResult<Vec<Item>> {
+        let mut feed = self.feed.lock().await;
+        if !feed.following() {
+            drop(feed);
+            return self.query_instances(pool, region).await;
+        }
+        let key = (pool.to_string(), region.to_string());
+        if let Some(items) = feed.pools.get(&key) {
+            let mut v: Vec<Item> = items.values().cloned().collect();
+            v.sort_by(|a, b| {
+                item::key_text(a, &["instance_id"]).cmp(&item::key_text(b, &["instance_id"]))
+            });
+            return Ok(v);
+        }
+        let items = self.query_instances(pool, region).await?;
+        // `instance_id` is the table's key: every item has it.
+        let map = items
+            .iter()
+            .filter_map(|it| {
+                item::string(it, "instance_id")
+                    .ok()
+                    .map(|id| (id.to_string(), it.clone()))
+            })
+            .collect();
+        feed.pools.insert(key, map);
+        Ok(items)
+    }
+
+    async fn query_instances(&self, pool: &str, region: &str) -> PortResult<Vec<Item>> {
         let idx = index(&schema::GPU_INSTANCES, "model-pool-index");
-        let items = query_pages(
+        query_pages(
             &self.c,
             &self.instances_table,
             &format!("reading the instances of {pool} in {region}"),
@@ -113,7 +340,12 @@ impl DynamoInventory {
                     .expression_attribute_values(":r", item::s(region))
             },
         )
-        .await?;
+        .await
+    }
+
+    async fn instances(&self, pool: &str, region: &str) -> PortResult<(Vec<InstanceRecord>, u32)> {
+        self.sync().await;
+        let items = self.pool_items(pool, region).await?;
         let mut out = Vec::with_capacity(items.len());
         let mut skipped = 0u32;
         for it in &items {
@@ -146,10 +378,11 @@ impl DynamoInventory {
         &self,
         region: &str,
     ) -> PortResult<HashMap<String, Result<Health, BadItem>>> {
+        let following = self.feed.lock().await.following();
         let mut cache = self.routing.lock().await;
         if let Some(s) = cache.as_ref()
             && s.region == region
-            && s.fetched.elapsed() < self.join_max_age
+            && (following || s.fetched.elapsed() < self.join_max_age)
         {
             return Ok(s.health.clone());
         }
@@ -192,8 +425,11 @@ impl DynamoInventory {
     /// Bring the shared view of failed validations up to date: at most once per
     /// `join_max_age`, one Query for the failures since the newest one already seen (less
     /// `VALIDATION_SLACK_SECS` for late writers); the first read takes all of them.
-    async fn refresh_failures(&self, f: &mut Failures) -> PortResult<()> {
-        if f.fetched.is_some_and(|t| t.elapsed() < self.join_max_age) {
+    async fn refresh_failures(&self, f: &mut Failures, following: bool) -> PortResult<()> {
+        if f.fetched.is_some() && following && !f.stale {
+            return Ok(());
+        }
+        if !following && f.fetched.is_some_and(|t| t.elapsed() < self.join_max_age) {
             return Ok(());
         }
         let since = f
@@ -249,6 +485,7 @@ impl DynamoInventory {
             f.newest.retain(|_, (t, _)| *t >= horizon);
         }
         f.fetched = Some(Instant::now());
+        f.stale = false;
         Ok(())
     }
 
@@ -257,8 +494,9 @@ impl DynamoInventory {
         &self,
         instances: &[InstanceRecord],
     ) -> PortResult<HashSet<String>> {
+        let following = self.feed.lock().await.following();
         let mut f = self.failures.lock().await;
-        self.refresh_failures(&mut f).await?;
+        self.refresh_failures(&mut f, following).await?;
         let mut failed = HashSet::new();
         for i in instances {
             let Some((ts, raw)) = f.newest.get(&*i.instance_id).cloned() else {
@@ -270,6 +508,10 @@ impl DynamoInventory {
             }
             let key = (i.instance_id.to_string(), raw.clone());
             if f.superseded.contains(&key) {
+                continue;
+            }
+            if following && f.confirmed.contains(&key) {
+                failed.insert(i.instance_id.to_string());
                 continue;
             }
             // Anything validated after the failure? The newest such validation decides.
@@ -310,6 +552,13 @@ impl DynamoInventory {
             };
             if latest == Validation::Failed {
                 failed.insert(i.instance_id.to_string());
+                if following {
+                    // Until the table's stream shows a new validation, it stays failed.
+                    if f.confirmed.len() >= SUPERSEDED_CAPACITY {
+                        f.confirmed.clear();
+                    }
+                    f.confirmed.insert(key);
+                }
             } else {
                 // Validation records are history: a later failure would be a newer failed
                 // item, which the next refresh sees. This one is settled for good.

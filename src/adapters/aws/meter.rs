@@ -12,6 +12,9 @@
 //!   one), also when the condition fails.
 //! - TransactWriteItems: twice the units of each action; a ConditionCheck reads its item
 //!   (2 × 1 read unit per 4 KB).
+//! - DynamoDB Streams GetRecords: one streams read request unit per call, billed apart from
+//!   the table's read units. DescribeTable, DescribeStream and GetShardIterator: not billed
+//!   (booked as requests only).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -30,10 +33,13 @@ pub struct Usage {
     /// From the pricing rules and the item sizes.
     pub read_units: f64,
     pub write_units: f64,
+    /// Streams read request units (GetRecords calls).
+    pub stream_read_units: f64,
 }
 
 impl Usage {
     fn add(&mut self, o: &Usage) {
+        self.stream_read_units += o.stream_read_units;
         self.requests += o.requests;
         self.reported_read_units += o.reported_read_units;
         self.reported_write_units += o.reported_write_units;
@@ -104,6 +110,39 @@ impl CostMeter {
                 .inc_by(u.reported_write_units);
         }
         // Plain data, consistent after every update: a poisoned lock is safe to reuse.
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner
+            .entry((table.to_string(), operation.to_string()))
+            .or_default()
+            .add(&u);
+    }
+
+    /// Book a call that is not billed (control-plane reads of the stream set-up).
+    pub(crate) fn book_call(&self, table: &str, operation: &str) {
+        self.add(
+            table,
+            operation,
+            Usage {
+                requests: 1,
+                ..Usage::default()
+            },
+        );
+    }
+
+    /// Book one GetRecords on `table`'s stream: one streams read request unit.
+    pub(crate) fn book_stream_read(&self, table: &str) {
+        self.add(
+            table,
+            "GetRecords",
+            Usage {
+                requests: 1,
+                stream_read_units: 1.0,
+                ..Usage::default()
+            },
+        );
+    }
+
+    fn add(&self, table: &str, operation: &str, u: Usage) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner
             .entry((table.to_string(), operation.to_string()))

@@ -19,6 +19,7 @@ mod item;
 mod lease;
 mod meter;
 mod metrics_source;
+mod streams;
 pub mod tables;
 
 use std::future::Future;
@@ -41,11 +42,18 @@ use crate::telemetry::Metrics;
 
 pub use actuator::AsgActuator;
 pub use decision_log::{DynamoDecisionLog, record_from_item, record_to_item};
-pub use gauges::{CloudWatchGauges, NAMESPACE as CLOUDWATCH_NAMESPACE};
+pub use gauges::{CloudWatchGauges, NAMESPACE as CLOUDWATCH_NAMESPACE, UTILISATION_METRIC};
+pub use gauges::{
+    DEFAULT_EVERY as CLOUDWATCH_DEFAULT_EVERY, METRICS_PER_REGION as CLOUDWATCH_METRICS_PER_REGION,
+    calls_for as cloudwatch_calls_for, publishes_per_month as cloudwatch_publishes,
+};
+pub use inventory::DEFAULT_RESYNC_EVERY;
 pub use inventory::DynamoInventory;
 pub use item::{BadItem, BadReason, item_size};
 pub use lease::DynamoLeaseStore;
 pub use meter::{CostMeter, Usage};
+/// The pricing rules the meter books by, for the call plan (`app::plan`).
+pub(crate) use meter::{get_item_units, query_page_units, write_item_units};
 pub use metrics_source::DynamoMetricsSource;
 
 /// How to reach AWS and how hard to lean on it.
@@ -64,8 +72,15 @@ pub struct AwsOptions {
     /// How long one read of a region's routing health serves the pools of that region: the
     /// pools of one cycle share it (one Query instead of one per pool).
     pub join_max_age: Duration,
-    /// Publish per-pool gauges to CloudWatch.
+    /// Publish the pools' summary to CloudWatch (leader only).
     pub cloudwatch: bool,
+    /// At most one CloudWatch publish per this period.
+    pub cloudwatch_every: Duration,
+    /// Follow the instances, routing and cleanup tables through DynamoDB Streams between full
+    /// reads (false: read them in full every cycle, as before streams).
+    pub streams: bool,
+    /// Read the streamed tables in full at least this often, streams or not.
+    pub resync_every: Duration,
 }
 
 impl AwsOptions {
@@ -80,6 +95,9 @@ impl AwsOptions {
             cloudwatch_per_sec: 10,
             join_max_age: Duration::from_secs(10),
             cloudwatch: true,
+            cloudwatch_every: gauges::DEFAULT_EVERY,
+            streams: true,
+            resync_every: inventory::DEFAULT_RESYNC_EVERY,
         }
     }
 }
@@ -229,6 +247,8 @@ pub struct AwsClients {
     pub(crate) ddb: aws_sdk_dynamodb::Client,
     pub(crate) asg: aws_sdk_autoscaling::Client,
     pub(crate) cw: aws_sdk_cloudwatch::Client,
+    /// DynamoDB Streams (the informer's change feed).
+    pub(crate) streams: aws_sdk_dynamodbstreams::Client,
     pub(crate) caller: Caller,
     pub(crate) bad: item::BadItems,
     pub(crate) meter: CostMeter,
@@ -255,16 +275,32 @@ impl AwsClients {
                 service: Service::CloudWatch,
             })
             .build();
-        Self::from_clients(
+        let streams_conf = aws_sdk_dynamodbstreams::config::Builder::from(sdk)
+            .interceptor(ThrottleCounter {
+                metrics: metrics.clone(),
+                service: Service::DynamoDb,
+            })
+            .build();
+        let mut clients = Self::from_clients(
             aws_sdk_dynamodb::Client::from_conf(ddb_conf),
             aws_sdk_autoscaling::Client::from_conf(asg_conf),
             aws_sdk_cloudwatch::Client::from_conf(cw_conf),
             opts,
             metrics,
-        )
+        );
+        clients.streams = aws_sdk_dynamodbstreams::Client::from_conf(streams_conf);
+        clients
     }
 
-    /// From clients built elsewhere (tests with aws-smithy-mocks).
+    /// The same clients with `streams` as the DynamoDB Streams client.
+    pub fn with_streams(mut self, streams: aws_sdk_dynamodbstreams::Client) -> Self {
+        self.streams = streams;
+        self
+    }
+
+    /// From clients built elsewhere (tests with aws-smithy-mocks). The streams client is one
+    /// for the DynamoDB client's region with no endpoint of its own: give it a real one with
+    /// `with_streams` (the inventory reads in full when it cannot follow the streams).
     pub fn from_clients(
         ddb: aws_sdk_dynamodb::Client,
         asg: aws_sdk_autoscaling::Client,
@@ -272,10 +308,21 @@ impl AwsClients {
         opts: &AwsOptions,
         metrics: &Metrics,
     ) -> Self {
+        let streams = aws_sdk_dynamodbstreams::Client::from_conf(
+            aws_sdk_dynamodbstreams::Config::builder()
+                .behavior_version_latest()
+                .region(
+                    ddb.config()
+                        .region()
+                        .map(|r| aws_sdk_dynamodbstreams::config::Region::new(r.to_string())),
+                )
+                .build(),
+        );
         AwsClients {
             ddb,
             asg,
             cw,
+            streams,
             caller: Caller::new(metrics.clone(), opts),
             bad: item::BadItems::new(metrics.clone()),
             meter: CostMeter::new(metrics.clone()),
@@ -330,13 +377,21 @@ impl AwsBackends {
         let clients = Arc::new(clients);
         AwsBackends {
             metrics: Arc::new(DynamoMetricsSource::new(clients.clone())),
-            inventory: Arc::new(DynamoInventory::new(clients.clone(), opts.join_max_age)),
+            inventory: Arc::new(DynamoInventory::with_streams(
+                clients.clone(),
+                opts.join_max_age,
+                opts.streams,
+                opts.resync_every,
+            )),
             actuator: Arc::new(AsgActuator::new(clients.clone())),
             log: Arc::new(DynamoDecisionLog::new(clients.clone())),
             leases: Arc::new(DynamoLeaseStore::new(clients.clone())),
-            gauges: opts
-                .cloudwatch
-                .then(|| Arc::new(CloudWatchGauges::new(clients.clone()))),
+            gauges: opts.cloudwatch.then(|| {
+                Arc::new(CloudWatchGauges::new(
+                    clients.clone(),
+                    opts.cloudwatch_every,
+                ))
+            }),
             clients,
         }
     }
@@ -461,7 +516,7 @@ mod tests {
         );
         let opts = AwsOptions::new("us-east-1", "p", None);
         let clients = Arc::new(AwsClients::from_clients(ddb, asg, cw, &opts, &metrics));
-        let sink = CloudWatchGauges::new(clients);
+        let sink = CloudWatchGauges::new(clients, std::time::Duration::ZERO);
         let g = PoolGauges {
             rps: Some(1.0),
             serving: 1,
@@ -469,7 +524,11 @@ mod tests {
             desired: 1,
             utilisation: Some(1.0),
         };
-        assert!(sink.publish("p", "us-east-1", &g).await.is_err());
+        assert!(
+            sink.publish("us-east-1", &[("p".to_string(), g)])
+                .await
+                .is_err()
+        );
         let labels = ["cloudwatch", "PutMetricData"];
         assert!(metrics.aws_throttles.with_label_values(&labels).get() >= 1);
         assert_eq!(metrics.aws_calls.with_label_values(&labels).get(), 1);

@@ -17,6 +17,9 @@ locals {
   # Drains update the instances table's state attribute (UpdateItem, conditional).
   instance_table_arns = var.table_arns["gpu-instances"]
   index_arns          = [for arn in local.all_table_arns : "${arn}/index/*"]
+  # The inventory follows these tables through their DynamoDB streams (read once, then watch).
+  streamed_tables = ["gpu-instances", "routing-state", "cleanup-validation"]
+  stream_arns     = [for arn in flatten([for s in local.streamed_tables : var.table_arns[s]]) : "${arn}/stream/*"]
 
   asg_arns = [
     for r in var.regions : "arn:${local.partition}:autoscaling:${r}:${local.account}:autoScalingGroup:*:autoScalingGroupName/*"
@@ -45,6 +48,17 @@ data "aws_iam_policy_document" "controller" {
     sid       = "QueryIndexes"
     actions   = ["dynamodb:Query"]
     resources = local.index_arns
+  }
+
+  # The inventory's informer: the streams of the instances, routing and cleanup tables.
+  statement {
+    sid = "FollowInventoryStreams"
+    actions = [
+      "dynamodb:DescribeStream",
+      "dynamodb:GetShardIterator",
+      "dynamodb:GetRecords",
+    ]
+    resources = local.stream_arns
   }
 
   # Decision records are appended in a transaction with a condition check on the lease
