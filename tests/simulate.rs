@@ -318,7 +318,11 @@ fn the_same_inputs_and_seed_give_a_byte_identical_summary() {
     ] {
         assert!(keys.contains(&k), "{k} missing from {keys:?}");
     }
-    assert_eq!(keys.len(), 12);
+    // A policy's row also carries its savings at equal loss; a baseline's does not.
+    assert!(keys.contains(&"savings_at_equal_loss"), "{keys:?}");
+    assert_eq!(keys.len(), 13);
+    assert_eq!(rows[1]["policy"], "oracle");
+    assert_eq!(rows[1].as_object().unwrap().len(), 12);
     let csv = std::fs::read_to_string(dir.path().join("a/timeseries.csv")).unwrap();
     let mut lines = csv.lines();
     assert_eq!(
