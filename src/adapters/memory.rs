@@ -262,24 +262,25 @@ impl MemoryRegion {
     /// Spread a pool's backlog over the group's available instances, as their `queue_depth`
     /// heartbeats would report it (the simulator's pool-level queue, per instance).
     pub fn spread_queue(&self, asg: &str, backlog: f64) {
-        let mut s = self.lock();
-        let Some(members) = s.asgs.get(asg).map(|g| g.members.clone()) else {
+        let mut guard = self.lock();
+        let s = &mut *guard;
+        let Some(group) = s.asgs.get(asg) else {
             return;
         };
-        let available: Vec<&Arc<str>> = members
+        let available = |m: &Member| m.rec.state == InstanceState::Available;
+        let n = group
+            .members
             .iter()
-            .filter(|id| {
-                s.instances
-                    .get(*id)
-                    .is_some_and(|m| m.rec.state == InstanceState::Available)
-            })
-            .collect();
-        if available.is_empty() {
+            .filter(|id| s.instances.get(*id).is_some_and(available))
+            .count();
+        if n == 0 {
             return;
         }
-        let each = (backlog / available.len() as f64).ceil().max(0.0) as u32;
-        for id in available {
-            if let Some(m) = s.instances.get_mut(id) {
+        let each = (backlog / n as f64).ceil().max(0.0) as u32;
+        for id in &group.members {
+            if let Some(m) = s.instances.get_mut(id)
+                && available(m)
+            {
                 m.rec.queue_depth = Some(each);
             }
         }

@@ -23,7 +23,8 @@ pub struct PoolReads {
     /// implausible ones removed (`implausible_samples` says how many).
     pub samples: Vec<Sample>,
     pub implausible_samples: u32,
-    pub inventory: PoolInventory,
+    /// Instance items the inventory could not read (counted as launching, never as idle).
+    pub skipped_items: u32,
     /// The instances, shared by every observation made from these reads.
     pub instances: Arc<[crate::core::InstanceRecord]>,
     pub asg: AsgState,
@@ -115,7 +116,7 @@ impl PoolReads {
                 .filter(|i| i.state != InstanceState::Draining || in_group(i)),
             &policy.instances,
             self.at_ms,
-            self.inventory.skipped,
+            self.skipped_items,
         );
         Observation {
             samples,
@@ -277,12 +278,13 @@ impl Reconciler {
             .then(|| b.actuator.members(&regional.asg))
             .flatten()
             .map(Arc::from);
-        let instances: Arc<[crate::core::InstanceRecord]> = inventory.instances.clone().into();
+        let skipped_items = inventory.skipped;
+        let instances: Arc<[crate::core::InstanceRecord]> = inventory.instances.into();
         Ok(PoolReads {
             at_ms: now_ms,
             samples,
             implausible_samples,
-            inventory,
+            skipped_items,
             instances,
             asg,
             seasonal,
