@@ -146,10 +146,6 @@ impl PoolState {
             });
         let d = &mut self.history.demand;
         d.retain_at_least(crate::core::sizing::retention_minutes(slo));
-        d.keep_book(
-            crate::core::sizing::book_ahead(lead),
-            (slo.history.as_secs() / 60) as usize,
-        );
         for s in fresh {
             d.push(*s);
         }
@@ -744,12 +740,12 @@ impl Reconciler {
     }
 }
 
-/// How long a pool's recommendations are remembered: the band's stabilization, SLO sizing's
-/// hold (the launch time when unset), and at least a minute.
+/// How long a pool's recommendations are remembered: the band's stabilization (with an SLO,
+/// at least two launch times) and at least a minute.
 fn remembered(policy: &PoolPolicy) -> Duration {
     let mut keep = policy.scale_down.stabilization.max(Duration::from_secs(60));
-    if let Some(slo) = &policy.slo {
-        keep = keep.max(slo.hold).max(policy.instances.launch_time * 2);
+    if policy.slo.is_some() {
+        keep = keep.max(policy.instances.launch_time * 2);
     }
     keep
 }

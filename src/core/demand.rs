@@ -1,11 +1,10 @@
 //! A pool's demand history: the routers' per-minute RPS samples, by minute, kept as far back as
-//! SLO sizing and its seasonal analogs need (a day and a week ago). Updated as samples arrive;
-//! read by `sizing`. Missing minutes are gaps, never zeros.
+//! SLO sizing needs (`slo.history`). Updated as samples arrive; read by `sizing`. Missing
+//! minutes are gaps, never zeros.
 
 use std::collections::VecDeque;
 
 use super::decide::Sample;
-use super::ratios::RatioBook;
 
 const MINUTE_MS: i64 = 60_000;
 
@@ -27,10 +26,6 @@ pub struct DemandHistory {
     /// Sum and count of the present values, for the scale of the pool's traffic.
     sum: f64,
     count: usize,
-    /// The ratio book SLO sizing reads, kept up to date as samples arrive (None until a
-    /// policy asks for one); `stale` when a late or replaced sample broke the order.
-    book: Option<RatioBook>,
-    stale: bool,
 }
 
 impl DemandHistory {
@@ -109,52 +104,6 @@ impl DemandHistory {
         (0.01 * self.mean()).max(0.01)
     }
 
-    /// Keep a ratio book for leads up to `ahead` minutes over `window` minutes of moments
-    /// (built from the history when it is new or its shape changed).
-    pub fn keep_book(&mut self, ahead: usize, window: usize) {
-        let fits = self
-            .book
-            .as_ref()
-            .is_some_and(|b| b.ahead() >= ahead && b.window() == window);
-        if !fits || self.stale {
-            self.rebuild_book(ahead, window);
-        }
-    }
-
-    pub fn book(&self) -> Option<&RatioBook> {
-        self.book.as_ref().filter(|_| !self.stale)
-    }
-
-    /// The highest sample of the quarter hour ending at index `i`.
-    fn peak_at(&self, i: usize) -> f64 {
-        (i.saturating_sub(crate::core::ratios::PEAK_MINUTES - 1)..=i)
-            .map(|j| self.values[j])
-            .filter(|v| !v.is_nan())
-            .fold(0.0, f64::max)
-    }
-
-    /// The peak of the last quarter hour up to `minute`.
-    pub fn peak(&self, minute: i64) -> Option<f64> {
-        self.index(minute).map(|i| self.peak_at(i))
-    }
-
-    fn rebuild_book(&mut self, ahead: usize, window: usize) {
-        let mut book = RatioBook::new(ahead, window);
-        let delta = self.delta();
-        for i in 0..self.values.len() {
-            let (x, b) = (self.values[i], self.levels[i]);
-            let m = self.first + i as i64;
-            if !x.is_nan() {
-                book.arrive(m, x);
-                if !b.is_nan() {
-                    book.open(m, x, b, self.peak_at(i), delta);
-                }
-            }
-        }
-        self.book = Some(book);
-        self.stale = false;
-    }
-
     /// Add (or replace) a sample. Samples older than the history are dropped; a gap longer
     /// than the retention starts the history afresh.
     pub fn push(&mut self, s: Sample) {
@@ -170,19 +119,14 @@ impl DemandHistory {
         }
         let end = self.first + self.values.len() as i64;
         if m - end >= self.retention as i64 {
-            let book = self.book.as_ref().map(|b| (b.ahead(), b.window()));
             *self = DemandHistory::new(self.retention);
             self.first = m;
-            if let Some((ahead, window)) = book {
-                self.book = Some(RatioBook::new(ahead, window));
-            }
         }
         while self.first + (self.values.len() as i64) <= m {
             self.values.push_back(f64::NAN);
             self.levels.push_back(f64::NAN);
         }
         let i = (m - self.first) as usize;
-        let in_order = self.newest().is_none_or(|n| m > n);
         let old = self.values[i];
         if !old.is_nan() {
             self.sum -= old;
@@ -194,19 +138,6 @@ impl DemandHistory {
         // The levels this sample is part of.
         for j in i..(i + LEVEL_MINUTES).min(self.values.len()) {
             self.levels[j] = self.median_at(j);
-        }
-        if in_order {
-            let delta = self.delta();
-            let level = self.levels[i];
-            let peak = self.peak_at(i);
-            if let Some(book) = self.book.as_mut() {
-                book.arrive(m, s.rps);
-                if !level.is_nan() {
-                    book.open(m, s.rps, level, peak, delta);
-                }
-            }
-        } else if self.book.is_some() {
-            self.stale = true;
         }
         while self.values.len() > self.retention {
             if let Some(v) = self.values.pop_front()

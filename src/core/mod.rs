@@ -7,7 +7,6 @@ pub mod decide;
 pub mod demand;
 pub mod plan;
 pub mod policy;
-pub mod ratios;
 pub mod record;
 pub mod sizing;
 

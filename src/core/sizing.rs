@@ -1,283 +1,40 @@
-//! SLO sizing: how many instances the pool needs so that no more than the SLO's share of
-//! requests finds the queue full, judged from the distribution of its demand over the next
-//! launch time.
+//! SLO sizing: how lean a pool may run so that no more than the SLO's share of requests finds
+//! the queue full, judged from the pool's own per-minute history. Pure functions of the
+//! history; `decide::rules::slo` applies them.
 //!
-//! A new instance serves one launch time after it is asked for, so two questions matter at
-//! every decision:
-//! - *up*: what will the minutes that a launch asked for now would serve need? Capacity short
-//!   of it is launched now.
-//! - *keep*: what do the minutes from now until capacity given back could return need?
-//!   Capacity above it (by more than `slo.tolerance`) is given back now.
-//!
-//! The distribution of those minutes' demand comes from the pool's own history: the moments of
-//! the last `slo.history` most like now (by how far the newest sample stands from its running
-//! median: a spike looks like past spikes, a step like past steps), and the same moments a day
-//! and a week earlier, each replayed from today's level. For each question the SLO asks for
-//! the fewest instances whose expected shortfall over those futures (requests beyond what the
-//! instances serve at saturation, less what their queues absorb) is at most the SLO's share of
-//! the demand. A spike the futures say is over before a launch serves buys nothing; a
-//! recurrent burst keeps its capacity; a rise seen a day earlier is met one launch time ahead.
-//!
-//! Meeting the SLO is never bought at any price: what the SLO asks is capped at what the
-//! band's setpoint asks for the *mean* of the same futures (what a reactive scaler aiming at the
-//! setpoint would hold for the demand to come). Where the tail is cheap to cover (smooth
-//! traffic) the SLO asks for less than the cap and the pool runs lean; where covering it would
-//! take a multiple of the demand (random spikes far above the traffic) the cap holds, and the
-//! reason says that the SLO is out of reach at that price.
+//! A new instance serves one launch time after it is asked for. Two questions follow:
+//! - **How much can demand grow before new capacity serves?** `growth` answers with the
+//!   multiplier `q` of the pool's demand over a launch time, at the SLO: over the moments of
+//!   the last `slo.history`, the smallest `q` such that capacity for `q ×` each moment's demand
+//!   would have left no more than the SLO's share of the requests of the minutes a launch
+//!   asked for then would serve. A pool may run at up to `max_rps / q` per instance: the band's
+//!   top moves there (never above 95 % of saturation, never more cautious than written).
+//!   A diurnal rise is met a launch time early because the rise is in `q`.
+//! - **Is a rise above the band worth buying for?** `burst` looks up the rises of the history
+//!   that stood as high over their level (running median) for as long as this one, and what
+//!   the demand did one launch time later. When most of them were over by then, and skipping
+//!   all of them would have cost no more than the SLO's share of the window's requests, the
+//!   capacity is not bought: it would have served after the spike was gone. A recurrent burst
+//!   that outlasts a launch time is bought at once; a one-off spike shorter than a launch time
+//!   buys nothing when the SLO allows it.
 
 use std::time::Duration;
 
 use super::demand::DemandHistory;
-use super::policy::{PoolPolicy, Slo};
-use super::ratios::{self, Distribution};
+use super::policy::Slo;
 
-/// What sizing needs for one window of minutes.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Need {
-    /// Instances planned: the SLO's, capped.
-    pub instances: u32,
-    /// Instances the SLO alone asks for (the most any minute of the window asks).
-    pub for_slo: u32,
-    /// The cap: the band's setpoint over the highest mean demand of a minute of the window.
-    pub cap: u32,
-    /// The highest mean demand of a minute of the window (RPS).
-    pub mean_rps: f64,
-    /// The demand (RPS) the SLO's instances are sized for: beyond it lies no more than the
-    /// SLO's share of the demand.
-    pub covered_rps: f64,
-}
-
-impl Need {
-    /// Whether the cap, not the SLO, decided.
-    pub fn capped(&self) -> bool {
-        self.instances < self.for_slo
-    }
-}
-
-/// The outlook of one decision.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Outlook {
-    /// The newest minute with a sample.
-    pub newest_minute: i64,
-    /// Minutes from that sample until capacity asked for now would serve.
-    pub lead_minutes: u32,
-    /// The pool's level now (running median, RPS).
-    pub level: f64,
-    /// Moments of history the outlook reads (at the farthest lead), and the days a
-    /// same-time-of-day future was drawn from.
-    pub moments: u32,
-    pub days: usize,
-    /// The minutes a launch asked for now would serve.
-    pub up: Need,
-    /// From now until capacity given back could return.
-    pub keep: Need,
-    /// Each minute's own need, minutes 1..=lead + 1 after the newest sample.
-    pub minutes: Vec<Need>,
-    /// Nothing in the history looked like now: the newest minute was taken to persist.
-    pub unseen: bool,
-}
-
-/// Why there is no outlook yet.
-#[derive(Debug, Clone, PartialEq)]
-pub enum NoOutlook {
-    /// Not enough history: this many usable moments, `needed` wanted.
-    Learning { moments: u32, needed: u32 },
-    /// No sample at or before now.
-    NoSample,
-}
-
-/// The fewest moments an outlook is drawn from: below it, the band decides.
-pub const MIN_MOMENTS: u32 = 30;
-
-/// The weight of the same-time-of-day future (the median over the days the history holds):
-/// a tenth of the distribution with three days or more (a one-off event does not survive the
-/// median), half that with fewer.
-const SEASONAL_WEIGHT: f64 = 0.1;
-const SEASONAL_DAYS: i64 = 7;
-
-/// Minutes the history must keep for `slo`: its window, a week of same-time-of-day futures,
-/// and a little more.
+/// Minutes the history must keep for `slo`: its window, a launch time's future and a margin.
 pub fn retention_minutes(slo: &Slo) -> usize {
-    let window = (slo.history.as_secs() / 60) as usize;
-    window.max(SEASONAL_DAYS as usize * 1_440) + 180
+    (slo.history.as_secs() / 60) as usize + 180
 }
 
-/// Leads the ratio book keeps for a launch time of `lead` (and one interval more).
-pub fn book_ahead(lead: Duration) -> usize {
-    (lead.as_secs() as usize).div_ceil(60) + 3
+/// Minutes from a sample until capacity asked for at it serves, and one more: capacity asked
+/// for within a minute's sample serves from `width - 1` to `width` minutes after it.
+fn width(lead: Duration) -> i64 {
+    lead.as_secs().div_ceil(60) as i64 + 1
 }
 
-/// The outlook at `now_ms` for a pool whose launches serve after `lead`. The history's ratio
-/// book must cover `book_ahead(lead)` leads (`DemandHistory::keep_book`).
-pub fn outlook(
-    policy: &PoolPolicy,
-    slo: &Slo,
-    history: &DemandHistory,
-    now_ms: i64,
-    lead: Duration,
-) -> Result<Outlook, NoOutlook> {
-    let newest = history.newest().ok_or(NoOutlook::NoSample)?;
-    let newest_ms = newest.saturating_mul(60_000);
-    if newest_ms > now_ms {
-        return Err(NoOutlook::NoSample);
-    }
-    // Minutes after the newest sample until a launch asked for now serves; one more covers
-    // the interval until the next decision.
-    let ahead_ms = now_ms
-        .saturating_sub(newest_ms)
-        .saturating_add(lead.as_millis().min(i64::MAX as u128) as i64);
-    let lead_minutes = (ahead_ms.max(1) as u64).div_ceil(60_000).clamp(1, 180) as usize;
-    let width = lead_minutes + 1;
-    let learning = |moments| NoOutlook::Learning {
-        moments,
-        needed: MIN_MOMENTS,
-    };
-    let book = history
-        .book()
-        .filter(|b| b.ahead() >= width)
-        .ok_or(learning(0))?;
-    let moments = book.moments(width);
-    if moments < MIN_MOMENTS {
-        return Err(learning(moments));
-    }
-    let delta = history.delta();
-    let x_n = history.get(newest).unwrap_or(0.0);
-    let level = history.level(newest).unwrap_or(x_n);
-    let peak = history.peak(newest).unwrap_or(x_n);
-    let state = ratios::state(x_n, level, peak, delta);
-    let (seasonal, days) = same_time_of_day(history, newest, width, delta);
-    let inst = &policy.instances;
-    // A minute's loss is demand beyond what the instances serve at saturation. Their queues'
-    // slack is spent within the minute: the distribution is of minute means, and the queue
-    // absorbs the second-to-second noise around them (Poisson noise of √rps a second at 10
-    // requests per instance is seconds of excess). Sustained excess fills it for good.
-    let per_instance = inst.max_rps;
-    let mut unseen = false;
-    let per_minute: Vec<(f64, f64)> = (1..=width)
-        .map(|k| {
-            let (mut dist, known) = book.lookup(k, state, level, delta);
-            if !known {
-                // Nothing in the history looks like now (traffic back after a long outage, a
-                // jump never seen): the newest minute itself is the best guess of what stays.
-                unseen = true;
-            }
-            if let Some(y) = seasonal.get(k - 1).copied().flatten() {
-                let total: f64 = dist.iter().map(|(_, w)| w).sum();
-                let phi = if days >= 3 {
-                    SEASONAL_WEIGHT
-                } else {
-                    SEASONAL_WEIGHT / 2.0
-                };
-                let v = ((level + delta) * y.exp() - delta).max(0.0);
-                let at = dist.partition_point(|(x, _)| *x > v);
-                dist.insert(at, (v, total * phi / (1.0 - phi)));
-            }
-            (covered(&dist, slo.over_capacity), mean(&dist))
-        })
-        .collect();
-    // When the history has nothing like now, the newest minute persists: never less than it
-    // needs at saturation.
-    let floor = if unseen { x_n } else { 0.0 };
-    let need = |ks: std::ops::RangeInclusive<usize>| {
-        let (covered_rps, mean_rps) = ks
-            .map(|k| per_minute[k - 1])
-            .fold((floor, floor), |(c, m), (ck, mk)| (c.max(ck), m.max(mk)));
-        let for_slo = super::decide::instances_for(covered_rps, per_instance);
-        let cap = super::decide::instances_for(mean_rps, policy.band.low)
-            .max(super::decide::instances_for(mean_rps, inst.max_rps));
-        Need {
-            instances: for_slo.min(cap),
-            for_slo,
-            cap,
-            mean_rps,
-            covered_rps,
-        }
-    };
-    Ok(Outlook {
-        newest_minute: newest,
-        lead_minutes: lead_minutes as u32,
-        level,
-        moments,
-        days,
-        up: need(lead_minutes..=width),
-        keep: need(1..=width),
-        minutes: (1..=width).map(|k| need(k..=k)).collect(),
-        unseen,
-    })
-}
-
-/// The demand beyond which lies no more than `share` of the distribution's demand: the
-/// smallest `x` with E[(V − x)+] ≤ share · E[V]. Cells are (RPS, weight), highest first.
-fn covered(dist: &Distribution, share: f64) -> f64 {
-    let total: f64 = dist.iter().map(|(v, w)| v * w).sum();
-    if total <= 0.0 {
-        return 0.0;
-    }
-    let budget = share * total;
-    let (mut above_w, mut above_s) = (0.0, 0.0);
-    for (i, &(v, w)) in dist.iter().enumerate() {
-        above_w += w;
-        above_s += v * w;
-        let next = dist.get(i + 1).map_or(0.0, |c| c.0);
-        // For x in [next, v]: E[(V − x)+] = above_s − x · above_w, falling as x rises; the
-        // answer lies in this interval once the shortfall at its bottom exceeds the budget.
-        if above_s - next * above_w > budget {
-            return ((above_s - budget) / above_w).clamp(next, v);
-        }
-    }
-    0.0
-}
-
-fn mean(dist: &Distribution) -> f64 {
-    let w: f64 = dist.iter().map(|(_, w)| w).sum();
-    if w <= 0.0 {
-        0.0
-    } else {
-        dist.iter().map(|(v, w)| v * w).sum::<f64>() / w
-    }
-}
-
-/// The log-ratio the same time of day took over the next `width` minutes, the median over the
-/// days the history holds (up to a week), and how many days it saw.
-fn same_time_of_day(
-    h: &DemandHistory,
-    newest: i64,
-    width: usize,
-    delta: f64,
-) -> (Vec<Option<f64>>, usize) {
-    let mut per_k: Vec<Vec<f64>> = vec![Vec::new(); width];
-    let mut days = 0;
-    for d in 1..=SEASONAL_DAYS {
-        let s = newest - d * 1_440;
-        let Some(b) = h.level(s) else { continue };
-        let ys: Option<Vec<f64>> = (1..=width as i64)
-            .map(|k| h.get(s + k).map(|x| ((x + delta) / (b + delta)).ln()))
-            .collect();
-        if let Some(ys) = ys {
-            days += 1;
-            for (k, y) in ys.into_iter().enumerate() {
-                per_k[k].push(y);
-            }
-        }
-    }
-    let medians = per_k
-        .into_iter()
-        .map(|mut v| {
-            if v.is_empty() {
-                return None;
-            }
-            v.sort_by(f64::total_cmp);
-            Some(v[v.len() / 2])
-        })
-        .collect();
-    (medians, days)
-}
-
-/// How far demand rose over a launch time in the pool's history, at the SLO: the multiplier
-/// `q` such that, over the moments of `slo.history`, the demand of the next launch time (its
-/// highest minute) beyond `q` times the moment's own demand is no more than the SLO's share
-/// of it. Capacity sized to `q` times today's demand at saturation meets the SLO until a launch
-/// asked for now would serve.
+/// Demand's growth over a launch time, at the SLO.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Growth {
     pub q: f64,
@@ -293,13 +50,12 @@ pub const MIN_GROWTH_MOMENTS: usize = 60;
 /// The growth multiplier of `history` for launches of `lead` (None with too little history).
 pub fn growth(slo: &Slo, history: &DemandHistory, lead: Duration) -> Option<Growth> {
     let newest = history.newest()?;
-    let width = lead.as_secs().div_ceil(60) as i64 + 1;
+    let width = width(lead);
     let window = (slo.history.as_secs() / 60) as i64;
     let delta = history.delta();
-    // (future peak, base) of every moment with a whole future.
+    // (future, base) of every moment with a whole future.
     let mut pairs: Vec<(f64, f64)> = Vec::new();
     let from = history.oldest().max(newest - window - width);
-    // The minutes a launch asked for at the moment would serve: its last two.
     for s in from..=newest - width {
         let Some(x) = history.get(s) else { continue };
         for k in width - 1..=width {
@@ -334,21 +90,115 @@ pub fn growth(slo: &Slo, history: &DemandHistory, lead: Duration) -> Option<Grow
     })
 }
 
+/// How the rises of the history like the current one went.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Burst {
+    /// The pool's level now (running median, RPS) and the newest sample over it.
+    pub level: f64,
+    pub ratio: f64,
+    /// Consecutive newest minutes above the trigger (this one included).
+    pub age_minutes: u32,
+    /// Moments of the window that stood at least as high over their level, after as many
+    /// minutes above the trigger's equivalent.
+    pub alike: u32,
+    /// Of them, those whose demand a launch time later, rescaled to now, was still beyond the
+    /// capacity the pool has.
+    pub lasted: u32,
+    /// Requests those would have lost in the minutes new capacity would have served, rescaled
+    /// to now: what skipping every such rise cost over the window.
+    pub skipped_loss: f64,
+    /// The SLO's share of the window's requests.
+    pub budget: f64,
+    pub window_minutes: i64,
+}
+
+/// The fewest alike rises `burst` judges from.
+pub const MIN_ALIKE: u32 = 10;
+
+impl Burst {
+    /// Whether to let this rise pass without buying: most rises like it were over before a
+    /// launch could serve, and skipping them all stays within the SLO.
+    pub fn skip(&self) -> bool {
+        self.alike >= MIN_ALIKE && 2 * self.lasted < self.alike && self.skipped_loss <= self.budget
+    }
+}
+
+/// The rise the newest sample makes above `trigger_rps` (the band's top at the capacity the
+/// pool has), judged against the last `slo.history` of `history` for launches of `lead`, with
+/// `capacity_rps` (what the pool serves at saturation, queue slack aside) as the line demand
+/// must stay under. None when the newest sample is not above the trigger or the history has no
+/// level yet.
+pub fn burst(
+    slo: &Slo,
+    history: &DemandHistory,
+    lead: Duration,
+    trigger_rps: f64,
+    capacity_rps: f64,
+) -> Option<Burst> {
+    let newest = history.newest()?;
+    let now = history.get(newest)?;
+    let delta = history.delta();
+    let level = history.level(newest)?.max(delta);
+    if now <= trigger_rps {
+        return None;
+    }
+    let ratio = now / level;
+    let trigger = trigger_rps / level;
+    let line = capacity_rps / level;
+    let mut age = 0u32;
+    while age < 1_000
+        && history
+            .get(newest - i64::from(age))
+            .is_some_and(|v| v > trigger_rps)
+    {
+        age += 1;
+    }
+    let width = width(lead);
+    let window = (slo.history.as_secs() / 60) as i64;
+    let from = history.oldest().max(newest - window - width);
+    let (mut alike, mut lasted, mut loss, mut total) = (0u32, 0u32, 0.0, 0.0);
+    for t in from..=newest - width {
+        if let Some(v) = history.get(t) {
+            total += v * 60.0;
+        }
+        let (Some(x), Some(l)) = (history.get(t), history.level(t)) else {
+            continue;
+        };
+        let l = l.max(delta);
+        let was_alike = x / l >= ratio
+            && (1..i64::from(age)).all(|j| history.get(t - j).is_some_and(|v| v / l > trigger));
+        if !was_alike {
+            continue;
+        }
+        alike += 1;
+        let later = (width - 1..=width)
+            .filter_map(|k| history.get(t + k))
+            .map(|v| v / l)
+            .fold(0.0, f64::max);
+        if later > line {
+            lasted += 1;
+        }
+        loss += (later - line).max(0.0) * level * 60.0;
+    }
+    Some(Burst {
+        level,
+        ratio,
+        age_minutes: age,
+        alike,
+        lasted,
+        skipped_loss: loss,
+        budget: slo.over_capacity * total,
+        window_minutes: window,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::core::decide::Sample;
 
-    fn policy() -> PoolPolicy {
-        PoolPolicy {
-            slo: Some(Slo::default()),
-            ..PoolPolicy::with_defaults("p", "us-east-1", "g", 0, 1000)
-        }
-    }
-
     fn history(minutes: impl IntoIterator<Item = (i64, f64)>) -> DemandHistory {
         let mut h = DemandHistory::new(20_000);
-        h.keep_book(book_ahead(Duration::from_secs(360)), 1_440);
         for (m, rps) in minutes {
             h.push(Sample {
                 at_ms: m * 60_000,
@@ -359,46 +209,141 @@ mod tests {
     }
 
     const N: i64 = 30_000_000;
+    const LEAD: Duration = Duration::from_secs(360);
 
-    fn at(minute: i64) -> i64 {
-        minute * 60_000 + 10_000
+    fn slo(pct: f64) -> Slo {
+        Slo {
+            over_capacity: pct / 100.0,
+            ..Slo::default()
+        }
     }
 
     #[test]
-    fn steady_traffic_runs_close_to_saturation() {
-        // 100 rps for a day, flat: the futures are all 100 rps.
+    fn flat_traffic_does_not_grow() {
         let h = history((N - 1_440..=N).map(|m| (m, 100.0)));
-        let p = policy();
-        let o = outlook(
-            &p,
-            p.slo.as_ref().unwrap(),
-            &h,
-            at(N),
-            Duration::from_secs(360),
-        )
-        .unwrap();
-        assert_eq!(o.up.for_slo, 50, "100 rps at 2.0 per instance");
-        assert_eq!(o.up.instances, 50);
-        assert_eq!(
-            o.up.cap, 100,
-            "band.low: an instance carrying 1.0 rps on average"
-        );
-        assert_eq!(o.lead_minutes, 7);
+        let g = growth(&slo(0.1), &h, LEAD).unwrap();
+        assert_eq!(g.q, 1.0);
+        // Each moment counts the two minutes a launch would serve: 6 and 7 minutes later.
+        assert_eq!(g.moments, 2 * (1_440 - 7 + 1));
     }
 
     #[test]
-    fn too_little_history_is_learning() {
-        let h = history((N - 10..=N).map(|m| (m, 100.0)));
-        let p = policy();
-        assert!(matches!(
-            outlook(
-                &p,
-                p.slo.as_ref().unwrap(),
-                &h,
-                at(N),
-                Duration::from_secs(360)
-            ),
-            Err(NoOutlook::Learning { .. })
-        ));
+    fn a_steady_rise_is_in_the_growth() {
+        // Up 1 rps a minute from 100: 7 minutes later demand is (x + 7) / x of now. At a 0.1 %
+        // SLO nearly every moment must be covered: q is the largest such ratio, that of the
+        // lowest base, (100 + 7 + δ) / (100 + δ) ≈ 1.069 (δ, the noise floor, is 1 % of the
+        // mean: about 8.2).
+        let h = history((0..=1_440).map(|i| (N - 1_440 + i, 100.0 + i as f64 * 0.5)));
+        let g = growth(&slo(0.1), &h, LEAD).unwrap();
+        let delta = h.delta();
+        let top = (100.0 + 3.5 + delta) / (100.0 + delta);
+        assert!(g.q > 1.0 && g.q <= top + 1e-9, "q {} top {top}", g.q);
+        // A looser SLO runs leaner.
+        let loose = growth(&slo(5.0), &h, LEAD).unwrap();
+        assert!(loose.q < g.q, "{} {}", loose.q, g.q);
+    }
+
+    #[test]
+    fn too_little_history_keeps_the_band_as_written() {
+        let h = history((N - 30..=N).map(|m| (m, 100.0)));
+        assert!(growth(&slo(0.1), &h, LEAD).is_none());
+    }
+
+    /// A day at 100 rps with a spike to `spike` rps lasting `len` minutes at the start of every
+    /// `every`-minute period (none in the last hour), the last `now_len` minutes at `spike`.
+    /// An hour before the day gives every minute of it a level.
+    fn spiky(every: i64, len: i64, spike: f64, now_len: i64) -> DemandHistory {
+        history((N - 1_500..=N).map(|m| {
+            let in_spike = if m > N - now_len {
+                true
+            } else {
+                (N - 1_440..N - 60).contains(&m) && m.rem_euclid(every) < len
+            };
+            (m, if in_spike { spike } else { 100.0 })
+        }))
+    }
+
+    /// How many spikes `spiky(every, ..)` has.
+    fn starts(every: i64) -> u32 {
+        (N - 1_440..N - 60)
+            .filter(|m| m.rem_euclid(every) == 0)
+            .count() as u32
+    }
+
+    #[test]
+    fn a_spike_shorter_than_a_launch_buys_nothing_when_the_slo_allows_it() {
+        // One-minute spikes to 150 rps every 45 minutes (31 in the day), each gone a minute
+        // later; now another has begun. The pool has 55 instances: 110 rps at saturation, the
+        // band's top at 1.9 rps per instance is 104.5 rps.
+        let h = spiky(45, 1, 150.0, 1);
+        let b = burst(&slo(1.0), &h, LEAD, 104.5, 110.0).unwrap();
+        assert_eq!(b.age_minutes, 1);
+        assert_eq!(b.level, 100.0);
+        assert_eq!(b.ratio, 1.5);
+        assert_eq!(b.alike, starts(45), "{b:?}");
+        assert_eq!(b.lasted, 0, "every past spike was over a launch time later");
+        assert_eq!(b.skipped_loss, 0.0);
+        assert!(b.skip());
+    }
+
+    #[test]
+    fn a_burst_that_outlasts_a_launch_is_bought_at_once() {
+        // Bursts to 150 rps lasting 20 minutes every hour. Their first 15 minutes stand 1.5×
+        // over the level (the half-hour median is still the 100 between bursts); of those, the
+        // first 14 are still in the burst a launch time (6–7 minutes) later, 40 rps beyond the
+        // 110 the pool serves.
+        let h = spiky(60, 20, 150.0, 1);
+        let b = burst(&slo(1.0), &h, LEAD, 104.5, 110.0).unwrap();
+        let bursts = starts(60);
+        assert_eq!(bursts, 23);
+        assert_eq!(b.alike, bursts * 15, "{b:?}");
+        assert_eq!(b.lasted, bursts * 14, "{b:?}");
+        assert!((b.skipped_loss - f64::from(bursts * 14) * 40.0 * 60.0).abs() < 1e-6);
+        assert!(!b.skip());
+    }
+
+    #[test]
+    fn a_short_spike_is_bought_when_skipping_would_break_the_slo() {
+        // Spikes to 400 rps lasting 7 minutes every 45: most of their minutes are over a launch
+        // time later, but a launch asked for at each one's first minute would have served its
+        // last (290 rps beyond the pool's 110, a minute): 31 × 17,400 requests, beyond a
+        // 0.01 % SLO of the day's requests (about 900).
+        let h = spiky(45, 7, 400.0, 1);
+        let b = burst(&slo(0.01), &h, LEAD, 104.5, 110.0).unwrap();
+        let spikes = starts(45);
+        assert_eq!(spikes, 31);
+        assert_eq!(b.alike, spikes * 7, "{b:?}");
+        assert_eq!(b.lasted, spikes, "{b:?}");
+        assert!(
+            (b.skipped_loss - f64::from(spikes) * 290.0 * 60.0).abs() < 1e-6,
+            "{b:?}"
+        );
+        assert!(b.skipped_loss > b.budget, "{b:?}");
+        assert!(!b.skip());
+        // At a 5 % SLO (about 627,000 of the day's 12.5 million requests) they pass.
+        let loose = burst(&slo(5.0), &h, LEAD, 104.5, 110.0).unwrap();
+        assert!(loose.budget > loose.skipped_loss, "{loose:?}");
+        assert!(loose.skip());
+    }
+
+    #[test]
+    fn a_rise_the_history_has_not_seen_is_bought() {
+        // A flat day, then a jump: nothing alike to judge from.
+        let h = spiky(1_000_000, 0, 150.0, 1);
+        let b = burst(&slo(1.0), &h, LEAD, 104.5, 110.0).unwrap();
+        assert_eq!(b.alike, 0);
+        assert!(!b.skip());
+        // Below the trigger there is no rise to judge.
+        assert!(burst(&slo(1.0), &h, LEAD, 200.0, 210.0).is_none());
+    }
+
+    #[test]
+    fn a_rise_older_than_the_spikes_of_the_history_is_bought() {
+        // Past spikes lasted two minutes; this rise has lasted three: none are alike.
+        let h = spiky(45, 2, 150.0, 3);
+        let b = burst(&slo(1.0), &h, LEAD, 104.5, 110.0).unwrap();
+        assert_eq!(b.age_minutes, 3);
+        assert_eq!(b.alike, 0, "{b:?}");
+        assert!(!b.skip());
     }
 }

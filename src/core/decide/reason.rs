@@ -45,18 +45,15 @@ pub enum ReasonCode {
     CollapseHold,
     /// Above the band on fewer consecutive samples than `scale_up.confirm` asks for.
     ScaleUpUnconfirmed,
-    /// SLO sizing: the minutes a launch asked for now would serve need more: scale up.
-    SloScaleUp,
-    /// SLO sizing: capacity beyond what is needed until it could return: scale down.
-    SloScaleDown,
-    /// SLO sizing: capacity within what is needed: hold.
-    SloHold,
+    /// SLO sizing: above the band, but rises like this one were over before a launch could
+    /// serve, and letting them pass stays within the SLO: hold.
+    SloShortRise,
     /// SLO sizing has too little of the pool's history yet: the band decides.
     SloLearning,
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 24] = [
+    pub const ALL: [ReasonCode; 22] = [
         ReasonCode::WithinBand,
         ReasonCode::AboveBand,
         ReasonCode::ScaleUpLimited,
@@ -77,9 +74,7 @@ impl ReasonCode {
         ReasonCode::Forecast,
         ReasonCode::CollapseHold,
         ReasonCode::ScaleUpUnconfirmed,
-        ReasonCode::SloScaleUp,
-        ReasonCode::SloScaleDown,
-        ReasonCode::SloHold,
+        ReasonCode::SloShortRise,
         ReasonCode::SloLearning,
     ];
 
@@ -105,9 +100,7 @@ impl ReasonCode {
             ReasonCode::Forecast => "forecast",
             ReasonCode::CollapseHold => "collapse_hold",
             ReasonCode::ScaleUpUnconfirmed => "scale_up_unconfirmed",
-            ReasonCode::SloScaleUp => "slo_scale_up",
-            ReasonCode::SloScaleDown => "slo_scale_down",
-            ReasonCode::SloHold => "slo_hold",
+            ReasonCode::SloShortRise => "slo_short_rise",
             ReasonCode::SloLearning => "slo_learning",
         }
     }

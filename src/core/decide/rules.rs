@@ -89,12 +89,19 @@ pub(super) fn band(
     }
 }
 
-/// SLO sizing (`core::sizing::growth`): the SLO moves the band. The highest utilisation the
-/// pool may run at is the one from which demand's growth over a launch time, as the pool's own
-/// history shows it at the SLO, still stays within saturation: `high = max_rps / q`. The band
-/// keeps its shape (low and the setpoint move in proportion), so the band's rules — scale up
-/// at once above it, down slowly below it — decide as ever, with the pool's own numbers. With
-/// too little history the band stays as written, and the reason says so.
+/// SLO sizing (`core::sizing`): the SLO moves the band, and judges rises above it.
+/// - The highest utilisation the pool may run at is the one from which demand's growth over a
+///   launch time, as the pool's own history shows it at the SLO, stays within saturation:
+///   `high = max_rps / q` (at most 95 % of saturation, never below the band as written). The
+///   band keeps its shape: low and the setpoint move in proportion.
+/// - Capacity is given back only when no higher recommendation stands within two launch
+///   times (the stabilization window, at least): given back sooner, it may be needed again
+///   before a replacement could serve.
+/// - A rise above the band is bought unless the rises of the history that stood as high for
+///   as long were mostly over a launch time later and letting them all pass stayed within the
+///   SLO (`sizing::burst`).
+///
+/// With too little history the band stays as written, and the reason says so.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn slo(
     policy: &PoolPolicy,
@@ -111,9 +118,10 @@ pub(super) fn slo(
         .growth
         .or_else(|| sizing::growth(slo, &history.demand, lead));
     let pct = slo.over_capacity * 100.0;
+    let mut moved = policy.clone();
+    moved.scale_down.stabilization = policy.scale_down.stabilization.max(lead * 2);
     let Some(g) = g else {
-        let (code, desired, reason) = band(policy, obs, history, now_ms, newest, rps, d);
-        let _ = code;
+        let (_, desired, reason) = band(&moved, obs, history, now_ms, newest, rps, d);
         return (
             ReasonCode::SloLearning,
             desired,
@@ -126,31 +134,57 @@ pub(super) fn slo(
     // Only ever leaner than the band as written: the written band is the planner's ceiling on
     // caution; the pool's history lifts it where its growth over a launch time is small. The
     // last 5 % below saturation are never planned for.
-    let high = (policy.instances.max_rps / g.q)
-        .min(policy.instances.max_rps * 0.95)
-        .max(policy.band.high);
+    let max_rps = policy.instances.max_rps;
+    let high = (max_rps / g.q).min(max_rps * 0.95).max(policy.band.high);
     let scale = high / policy.band.high;
-    let mut moved = policy.clone();
     moved.band.high = high;
     moved.band.low = policy.band.low * scale;
     moved.band.setpoint = policy.band.setpoint * scale;
+    let basis = format!(
+        "SLO {pct}%: demand rose up to ×{:.2} within a launch time ({} moments of the last {}), \
+         so the band is {:.2}–{:.2} rps per instance (setpoint {:.2}; {:?} at saturation)",
+        g.q,
+        g.moments,
+        fmt_dur(slo.history),
+        moved.band.low,
+        moved.band.high,
+        moved.band.setpoint,
+        max_rps
+    );
     let (code, desired, reason) = band(&moved, obs, history, now_ms, newest, rps, d);
-    (
-        code,
-        desired,
-        format!(
-            "SLO {pct}%: demand rose up to ×{:.2} within a launch time ({} moments of the last \
-             {}), so the band is {:.2}–{:.2} rps per instance (setpoint {:.2}; {:?} at \
-             saturation); {reason}",
-            g.q,
-            g.moments,
-            fmt_dur(slo.history),
-            moved.band.low,
-            moved.band.high,
-            moved.band.setpoint,
-            policy.instances.max_rps
-        ),
-    )
+    let current = obs.capacity.counted();
+    if matches!(code, ReasonCode::AboveBand | ReasonCode::ScaleUpLimited)
+        && desired > current
+        && let Some(b) = sizing::burst(
+            slo,
+            &history.demand,
+            lead,
+            f64::from(current) * high,
+            f64::from(current) * max_rps,
+        )
+        && b.skip()
+    {
+        return (
+            ReasonCode::SloShortRise,
+            current,
+            format!(
+                "{basis}; {rps:.1} rps is above the band at {current} counted, ×{:.2} the \
+                 level of {:.1} rps for {} min; of the {} rises that high for that long in the \
+                 last {}, {} still needed more than {current} instances a launch time later, \
+                 and letting them all pass cost about {:.0} requests, within the SLO's {:.0}: \
+                 capacity bought now would serve after this one is over; hold at {current}",
+                b.ratio,
+                b.level,
+                b.age_minutes,
+                b.alike,
+                fmt_dur(slo.history),
+                b.lasted,
+                b.skipped_loss,
+                b.budget
+            ),
+        );
+    }
+    (code, desired, format!("{basis}; {reason}"))
 }
 
 /// "1.45 rps/instance (97.2 rps over 67 serving + 0 launching)": two decimals, or three when

@@ -197,21 +197,15 @@ impl Default for Instances {
 }
 
 /// The planner's objective: the share of requests that may find the pool's queue full. With
-/// it the controller sizes the pool from the distribution of demand over the next launch time
-/// (`core::sizing`) instead of the band.
-#[derive(Debug, Clone, PartialEq)]
+/// it the band is sized from the pool's own history (`core::sizing`): as lean as demand's
+/// growth over a launch time allows, rises that are over before a launch could serve let
+/// pass when skipping them stays within the SLO, and capacity kept for two launch times.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Slo {
     /// Over-capacity allowed, as a fraction of requests (0.001 = 0.1 %).
     pub over_capacity: f64,
     /// How far back the pool's own history informs the sizing.
     pub history: Duration,
-    /// How many similar moments of that history the outlook is drawn from.
-    pub analogs: u32,
-    /// Scale down only when the surplus is at least this fraction of the pool (fewer, larger
-    /// scale-ins; the HPA's tolerance is 10 %).
-    pub tolerance: f64,
-    /// Capacity asked for within this long stands against a scale-in (zero: the launch time).
-    pub hold: Duration,
 }
 
 impl Default for Slo {
@@ -219,9 +213,6 @@ impl Default for Slo {
         Slo {
             over_capacity: 0.001,
             history: Duration::from_secs(86_400),
-            analogs: 60,
-            tolerance: 0.1,
-            hold: Duration::ZERO,
         }
     }
 }

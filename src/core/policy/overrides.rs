@@ -37,9 +37,6 @@ pub const OVERRIDABLE: &[&str] = &[
     "instances.queue",
     "slo.over_capacity",
     "slo.history",
-    "slo.analogs",
-    "slo.tolerance",
-    "slo.hold",
 ];
 
 /// A copy of `policy` with one field changed, e.g. (`band.high`, `1.4`) or
@@ -125,9 +122,6 @@ pub fn apply_override(policy: &PoolPolicy, key: &str, value: &str) -> Result<Poo
                     .ok_or_else(|| bad("expected a percentage, e.g. 0.1%"))?
         }
         "slo.history" => p.slo.get_or_insert_with(Default::default).history = dur()?,
-        "slo.analogs" => p.slo.get_or_insert_with(Default::default).analogs = count()?,
-        "slo.tolerance" => p.slo.get_or_insert_with(Default::default).tolerance = num()?,
-        "slo.hold" => p.slo.get_or_insert_with(Default::default).hold = dur()?,
         _ => {
             return Err(format!(
                 "unknown key `{key}`; keys that can be set: {}",

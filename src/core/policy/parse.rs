@@ -719,15 +719,6 @@ fn parse_slo(cx: &mut FileCx<'_>, root: &mut Reader<'_, '_>) -> Option<Slo> {
     if let Some(d) = r.duration(cx, "history") {
         out.history = d;
     }
-    if let Some(n) = r.uint(cx, "analogs") {
-        out.analogs = n;
-    }
-    if let Some(f) = r.float(cx, "tolerance") {
-        out.tolerance = f;
-    }
-    if let Some(d) = r.duration(cx, "hold") {
-        out.hold = d;
-    }
     r.finish(cx, &[]);
     Some(out)
 }

@@ -167,20 +167,6 @@ fn slo(c: &mut Check, p: &PoolPolicy) {
         8 * DAY,
         "use about a day (\"1d\"), the pool's recent behaviour",
     );
-    if !(10..=1000).contains(&s.analogs) {
-        c.fail(
-            "slo.analogs",
-            format!("slo.analogs = {} is outside 10–1000", s.analogs),
-            "use about 60 similar moments",
-        );
-    }
-    if !(s.tolerance >= 0.0 && s.tolerance < 1.0) {
-        c.fail(
-            "slo.tolerance",
-            format!("slo.tolerance = {} is outside [0, 1)", s.tolerance),
-            "use a fraction of the pool, such as 0.1",
-        );
-    }
 }
 
 fn bounds(c: &mut Check, p: &PoolPolicy) {
