@@ -18,6 +18,7 @@ mod policy;
 mod run;
 mod simulate;
 mod tables;
+mod tune;
 
 use cost::CostArgs;
 use history::HistoryArgs;
@@ -25,6 +26,7 @@ use policy::PolicyCommand;
 use run::RunArgs;
 use simulate::SimArgs;
 use tables::TablesCommand;
+use tune::TuneArgs;
 
 /// EX_USAGE: bad configuration or policy.
 pub(super) const EXIT_USAGE: u8 = 64;
@@ -58,6 +60,9 @@ enum Command {
     Policy(PolicyCommand),
     /// Replay traffic through the controller and baselines ("what if").
     Simulate(SimArgs),
+    /// Tune a pool's policy walk-forward on a trace or its own history; writes a policy to
+    /// try, never the live one.
+    Tune(TuneArgs),
     /// The DynamoDB tables (schema.rs is their single source of truth).
     #[command(subcommand)]
     Tables(TablesCommand),
@@ -209,6 +214,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy(PolicyCommand::Explain(a)) => policy::explain(a),
         Command::Run(a) => run::run(a),
         Command::Simulate(a) => simulate::simulate(a),
+        Command::Tune(a) => tune::tune(a),
         Command::Tables(TablesCommand::Create(a)) => tables::tables_cmd(a, true),
         Command::Tables(TablesCommand::Check(a)) => tables::tables_cmd(a, false),
         Command::History(a) => history::history(a),

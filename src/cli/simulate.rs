@@ -157,7 +157,7 @@ pub(super) fn unreachable_args() -> ! {
     std::process::exit(i32::from(EXIT_USAGE))
 }
 
-fn setpoint(s: &str) -> Result<f64, String> {
+pub(super) fn setpoint(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(v) if v > 0.0 && v <= 100.0 => Ok(v),
         _ => Err(format!(

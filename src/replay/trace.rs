@@ -48,6 +48,55 @@ impl Trace {
         }
     }
 
+    /// A per-minute trace from a pool's RPS samples (each the mean of the minute ending at
+    /// `at_ms`), oldest first. Minutes without a sample repeat the one before (routers that
+    /// missed a write, not a pool without traffic); returns the trace and how many minutes
+    /// were filled so. None without samples.
+    pub fn from_minute_samples(
+        name: &str,
+        samples: &[crate::core::Sample],
+    ) -> Option<(Trace, u64)> {
+        let first = samples.first()?.at_ms.div_euclid(60_000);
+        let last = samples.last()?.at_ms.div_euclid(60_000);
+        let minutes = usize::try_from(last.checked_sub(first)?.checked_add(1)?).ok()?;
+        if minutes as u64 > MAX_TRACE_SECONDS / 60 {
+            return None;
+        }
+        let mut rates: Vec<Option<f64>> = vec![None; minutes];
+        for smp in samples {
+            let m = smp.at_ms.div_euclid(60_000) - first;
+            if let Some(slot) = usize::try_from(m).ok().and_then(|m| rates.get_mut(m))
+                && smp.rps.is_finite()
+                && smp.rps >= 0.0
+            {
+                *slot = Some(smp.rps);
+            }
+        }
+        let mut filled = 0;
+        let mut prev = 0.0;
+        let rates = rates
+            .into_iter()
+            .map(|r| match r {
+                Some(v) => {
+                    prev = v;
+                    v
+                }
+                None => {
+                    filled += 1;
+                    prev
+                }
+            })
+            .collect();
+        Some((
+            Trace {
+                name: name.to_string(),
+                step_s: 60,
+                rates,
+            },
+            filled,
+        ))
+    }
+
     /// Read a trace file (see the module doc for the formats).
     pub fn load(path: &Path) -> Result<Trace, TraceError> {
         let text = std::fs::read_to_string(path).map_err(|e| TraceError {

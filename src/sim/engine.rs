@@ -49,6 +49,9 @@ pub struct Point {
     pub t: u64,
     /// Mean arrivals per second over the bucket.
     pub demand: f64,
+    /// The busiest minute's arrivals per second within the bucket (the trailing minute's mean
+    /// at its highest): a long trace's envelope keeps the spikes that cost requests visible.
+    pub demand_max: f64,
     pub serving: f64,
     pub launching: f64,
     pub desired: f64,
@@ -86,7 +89,17 @@ impl Bucketer {
         }
     }
 
-    fn push(&mut self, t: u64, demand: f64, serving: f64, launching: f64, desired: f64, over: f64) {
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        t: u64,
+        demand: f64,
+        minute: f64,
+        serving: f64,
+        launching: f64,
+        desired: f64,
+        over: f64,
+    ) {
         if self.n == 0 {
             self.cur = Point {
                 t,
@@ -94,6 +107,7 @@ impl Bucketer {
             };
         }
         self.cur.demand += demand;
+        self.cur.demand_max = self.cur.demand_max.max(minute);
         self.cur.serving += serving;
         self.cur.launching += launching;
         self.cur.desired = desired;
@@ -123,6 +137,9 @@ impl Bucketer {
 
 /// Scores a run second by second with the queue model of DESIGN §8.
 pub struct Accumulator {
+    /// Seconds before this one move the queue but are not scored (walk-forward: the tail is
+    /// scored with the head's history behind it).
+    from: u64,
     max_rps: f64,
     queue: f64,
     backlog: f64,
@@ -135,11 +152,21 @@ pub struct Accumulator {
     serving_seconds: u64,
     series: Bucketer,
     chart: Bucketer,
+    /// The last minute's arrivals, second by second, and their sum.
+    window: [u32; 60],
+    window_sum: u64,
 }
 
 impl Accumulator {
     pub fn new(model: &Model, duration_s: u64, series_step: u64) -> Self {
+        Self::scoring_from(model, 0, duration_s, series_step)
+    }
+
+    /// An accumulator that scores only seconds `from..duration_s`.
+    pub fn scoring_from(model: &Model, from: u64, duration_s: u64, series_step: u64) -> Self {
+        let scored = duration_s.saturating_sub(from);
         Accumulator {
+            from,
             max_rps: model.instance_max_rps,
             queue: model.queue_per_instance,
             backlog: 0.0,
@@ -151,7 +178,9 @@ impl Accumulator {
             served: 0.0,
             serving_seconds: 0,
             series: Bucketer::new(series_step),
-            chart: Bucketer::new(duration_s.div_ceil(1200)),
+            chart: Bucketer::new(scored.div_ceil(1200)),
+            window: [0; 60],
+            window_sum: 0,
         }
     }
 
@@ -171,7 +200,15 @@ impl Accumulator {
         if self.backlog > room + 1e-9 {
             over = self.backlog - room;
             self.backlog = room;
-            self.shortfall += 1;
+            if t >= self.from {
+                self.shortfall += 1;
+            }
+        }
+        let slot = (t % 60) as usize;
+        self.window_sum = self.window_sum - u64::from(self.window[slot]) + u64::from(arrivals);
+        self.window[slot] = arrivals;
+        if t < self.from {
+            return;
         }
         self.over += over;
         self.served += served;
@@ -181,8 +218,10 @@ impl Accumulator {
         self.instance_seconds += u64::from(paid);
         self.peak = self.peak.max(paid);
         let (s, l, d) = (f64::from(serving), f64::from(launching), f64::from(desired));
-        self.series.push(t, f64::from(arrivals), s, l, d, over);
-        self.chart.push(t, f64::from(arrivals), s, l, d, over);
+        let minute = self.window_sum as f64 / (t + 1).min(60) as f64;
+        let a = f64::from(arrivals);
+        self.series.push(t, a, minute, s, l, d, over);
+        self.chart.push(t, a, minute, s, l, d, over);
     }
 
     /// Finish a run of `inputs` into its result.
@@ -279,6 +318,8 @@ pub struct PoolInputs<'a> {
     pub start_ms: i64,
     pub seed: u64,
     pub series_step: u64,
+    /// The first second scored (0: all of it). Runs replay from the start either way.
+    pub score_from: u64,
 }
 
 impl<'a> PoolInputs<'a> {
@@ -305,11 +346,63 @@ impl<'a> PoolInputs<'a> {
             start_ms: scenario.start_ms,
             seed,
             series_step,
+            score_from: 0,
+        }
+    }
+
+    /// The first `seconds` of these inputs (the same arrivals, cut): what a walk-forward
+    /// search may choose on.
+    pub fn head(&self, seconds: u64) -> PoolInputs<'a> {
+        let n = (seconds as usize).min(self.arrivals.len());
+        PoolInputs {
+            spec: self.spec,
+            rate: crate::replay::traffic::Rate {
+                per_second: self.rate.per_second[..n.min(self.rate.per_second.len())].to_vec(),
+            },
+            arrivals: self.arrivals[..n].to_vec(),
+            minutes: self.minutes[..n / 60].to_vec(),
+            model: self.model.clone(),
+            region: self.region.clone(),
+            start_ms: self.start_ms,
+            seed: self.seed,
+            series_step: self.series_step,
+            score_from: 0,
+        }
+    }
+
+    /// These inputs, scoring only from second `from` on (replayed from the start, so the
+    /// controller has the earlier traffic as history, as it would in service).
+    pub fn scored_from(&self, from: u64) -> PoolInputs<'a> {
+        PoolInputs {
+            spec: self.spec,
+            rate: self.rate.clone(),
+            arrivals: self.arrivals.clone(),
+            minutes: self.minutes.clone(),
+            model: self.model.clone(),
+            region: self.region.clone(),
+            start_ms: self.start_ms,
+            seed: self.seed,
+            series_step: self.series_step,
+            score_from: from.min(self.duration_s()),
         }
     }
 
     pub fn duration_s(&self) -> u64 {
         self.arrivals.len() as u64
+    }
+
+    /// Seconds scored.
+    pub fn scored_s(&self) -> u64 {
+        self.duration_s() - self.score_from
+    }
+
+    fn accumulator(&self) -> Accumulator {
+        Accumulator::scoring_from(
+            &self.model,
+            self.score_from,
+            self.duration_s(),
+            self.series_step,
+        )
     }
 
     /// The newest per-minute sample a router would have written by second `t`.
@@ -437,7 +530,7 @@ pub async fn run_policy(inputs: &PoolInputs<'_>, label: &str, policy: &PoolPolic
         let (a, b) = v.split_once("..")?;
         Some((a.parse().ok()?, b.parse().ok()?))
     });
-    let mut acc = Accumulator::new(&inputs.model, inputs.duration_s(), inputs.series_step);
+    let mut acc = inputs.accumulator();
     let (mut ups, mut downs) = (0, 0);
     let mut marks = Vec::new();
     let mut fleet = FleetView::look(&region, &asg);
@@ -482,6 +575,7 @@ pub async fn run_policy(inputs: &PoolInputs<'_>, label: &str, policy: &PoolPolic
                     marks.push(t);
                 }
                 match r.decision.action {
+                    _ if t < inputs.score_from => {}
                     Action::ScaleUp => ups += 1,
                     Action::ScaleDown => downs += 1,
                     Action::None => {}
@@ -533,7 +627,7 @@ pub async fn run_baseline(
     let asg = format!("{}-{label}", inputs.spec.name);
     let region = inputs.region(&asg, initial, 100_000);
     let period = rule.period_s().max(1);
-    let mut acc = Accumulator::new(&inputs.model, inputs.duration_s(), inputs.series_step);
+    let mut acc = inputs.accumulator();
     let (mut ups, mut downs) = (0, 0);
     let mut fleet = FleetView::look(&region, &asg);
     for t in 0..inputs.duration_s() {
@@ -543,7 +637,10 @@ pub async fn run_baseline(
             fleet = FleetView::look(&region, &asg);
             let (serving, _) = fleet.at(now);
             let want = rule.desired(t, inputs.sample_at(t), serving, fleet.desired);
-            if want != fleet.desired && region.set_desired(&asg, want).await.is_ok() {
+            if want != fleet.desired
+                && region.set_desired(&asg, want).await.is_ok()
+                && t >= inputs.score_from
+            {
                 if want > fleet.desired {
                     ups += 1;
                 } else {
@@ -572,7 +669,7 @@ pub fn run_counts(
     serving: &[u32],
     launching: &[u32],
 ) -> RunResult {
-    let mut acc = Accumulator::new(&inputs.model, inputs.duration_s(), inputs.series_step);
+    let mut acc = inputs.accumulator();
     let (mut ups, mut downs) = (0, 0);
     let mut prev = None;
     for t in 0..inputs.duration_s() as usize {
@@ -585,6 +682,9 @@ pub fn run_counts(
             }
         }
         prev = Some(total);
+        if (t as u64) < inputs.score_from {
+            (ups, downs) = (0, 0);
+        }
         acc.second(
             t as u64,
             inputs.arrivals[t],

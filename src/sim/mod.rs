@@ -3,6 +3,10 @@
 
 pub mod baselines;
 pub mod engine;
+pub mod pareto;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod tune;
+pub mod tune_file;
+pub mod tune_report;

@@ -173,11 +173,16 @@ fn fmt_time(t: u64) -> String {
 
 /// One chart: demand against serving capacity (serving × instance_max_rps), over-capacity
 /// marked in red under the axis, forecast-driven decisions as ticks above it.
-fn chart(r: &RunResult, max_rps: f64, y_max: f64, duration: u64) -> String {
+pub(crate) fn chart(r: &RunResult, max_rps: f64, y_max: f64, duration: u64) -> String {
     let (w, h, left, bottom, top) = (960.0, 170.0, 52.0, 22.0, 8.0);
     let pw = w - left - 8.0;
     let ph = h - bottom - top;
-    let x = |t: f64| left + pw * t / duration.max(1) as f64;
+    // A tail's chart starts where its scoring does.
+    let t0 = r.chart.first().map_or(0, |p| p.t);
+    let x = |t: f64| left + pw * (t - t0 as f64).max(0.0) / duration.max(1) as f64;
+    // Buckets of minutes or more: draw each one's busiest minute (the envelope), so spikes
+    // shorter than a bucket stay visible; the mean is drawn faint beneath it.
+    let envelope = r.chart.len() > 1 && r.chart[1].t.saturating_sub(r.chart[0].t) >= 120;
     let y = |v: f64| top + ph - ph * (v / y_max).min(1.0);
     let path = |f: &dyn Fn(&Point) -> f64| {
         let mut d = String::new();
@@ -212,7 +217,7 @@ fn chart(r: &RunResult, max_rps: f64, y_max: f64, duration: u64) -> String {
         );
     }
     for i in 0..=6 {
-        let t = duration as f64 * f64::from(i) / 6.0;
+        let t = t0 as f64 + duration as f64 * f64::from(i) / 6.0;
         let _ = write!(
             svg,
             r##"<text x="{:.1}" y="{}" font-size="10" text-anchor="middle" fill="#666">{}</text>"##,
@@ -231,11 +236,20 @@ fn chart(r: &RunResult, max_rps: f64, y_max: f64, duration: u64) -> String {
         r##"<path d="{}" fill="none" stroke="#9f7aea" stroke-width="1" stroke-dasharray="3 2"/>"##,
         path(&|p: &Point| (p.serving + p.launching) * max_rps)
     );
-    let _ = write!(
-        svg,
-        r##"<path d="{}" fill="none" stroke="#222" stroke-width="1"/>"##,
-        path(&|p: &Point| p.demand)
-    );
+    if envelope {
+        let _ = write!(
+            svg,
+            r##"<path d="{}" fill="none" stroke="#999" stroke-width="0.8"/><path d="{}" fill="none" stroke="#222" stroke-width="1"><title>demand: each bucket's busiest minute</title></path>"##,
+            path(&|p: &Point| p.demand),
+            path(&|p: &Point| p.demand_max)
+        );
+    } else {
+        let _ = write!(
+            svg,
+            r##"<path d="{}" fill="none" stroke="#222" stroke-width="1"/>"##,
+            path(&|p: &Point| p.demand)
+        );
+    }
     for p in r.chart.iter().filter(|p| p.over > 0.0) {
         let _ = write!(
             svg,
@@ -254,6 +268,15 @@ fn chart(r: &RunResult, max_rps: f64, y_max: f64, duration: u64) -> String {
     }
     svg.push_str("</svg>");
     svg
+}
+
+/// The y range of a pool's charts: its highest demand (busiest minute) or capacity.
+pub(crate) fn y_max(runs: &[&RunResult], max_rps: f64) -> f64 {
+    runs.iter()
+        .flat_map(|r| r.chart.iter())
+        .map(|p| p.demand_max.max(p.demand).max(p.serving * max_rps))
+        .fold(1.0, f64::max)
+        * 1.05
 }
 
 pub fn html(scenario: &Scenario, out: &SimOutput) -> String {
@@ -336,7 +359,7 @@ td:nth-child(2),th:nth-child(2),td:first-child,th:first-child{{text-align:left}}
         );
     }
     s.push_str("</table>");
-    s.push_str(r##"<p class="legend"><span><i class="sw" style="background:#222"></i>demand (rps)</span><span><i class="sw" style="background:#2b6cb0"></i>serving capacity (serving × max rps)</span><span><i class="sw" style="background:#9f7aea"></i>with launching instances</span><span><i class="sw" style="background:#e53e3e"></i>over capacity</span><span><i class="sw" style="background:#dd6b20"></i>forecast-driven scale-up</span></p>"##);
+    s.push_str(r##"<p class="legend"><span><i class="sw" style="background:#222"></i>demand (rps; on long traces each bucket's busiest minute, its mean in grey)</span><span><i class="sw" style="background:#2b6cb0"></i>serving capacity (serving × max rps)</span><span><i class="sw" style="background:#9f7aea"></i>with launching instances</span><span><i class="sw" style="background:#e53e3e"></i>over capacity</span><span><i class="sw" style="background:#dd6b20"></i>forecast-driven scale-up</span></p>"##);
     for pool in pools(out) {
         let runs: Vec<&RunResult> = out
             .results
@@ -347,12 +370,7 @@ td:nth-child(2),th:nth-child(2),td:first-child,th:first-child{{text-align:left}}
             .first()
             .and_then(|r| r.chart.last())
             .map_or(1, |p| p.t + 1);
-        let y_max = runs
-            .iter()
-            .flat_map(|r| r.chart.iter())
-            .map(|p| p.demand.max(p.serving * scenario.model.instance_max_rps))
-            .fold(1.0, f64::max)
-            * 1.05;
+        let y_max = y_max(&runs, scenario.model.instance_max_rps);
         let trace = runs.first().map_or("", |r| r.summary.trace.as_str());
         let _ = write!(
             s,
@@ -360,6 +378,18 @@ td:nth-child(2),th:nth-child(2),td:first-child,th:first-child{{text-align:left}}
             esc(pool),
             esc(trace)
         );
+        let summaries: Vec<&Summary> = runs.iter().map(|r| &r.summary).collect();
+        if summaries.iter().any(|x| x.policy.contains('@')) {
+            let _ = write!(
+                s,
+                "<h3>Cost against loss</h3>{}",
+                super::pareto::svg(
+                    &summaries,
+                    None,
+                    &format!("{pool}: instance-hours against requests over capacity")
+                )
+            );
+        }
         for r in runs {
             let _ = write!(
                 s,

@@ -62,7 +62,7 @@ pub enum SimError {
     Sweep(String),
 }
 
-enum Job {
+pub(crate) enum Job {
     Policy(String, Box<PoolPolicy>),
     Oracle,
     StaticPeak,
@@ -174,74 +174,16 @@ pub fn simulate(scenario: &Scenario, opts: &SimOptions) -> Result<SimOutput, Sim
         }
     }
 
-    let bar = if opts.progress {
+    let bar = opts.progress.then(|| {
         let total: u64 = jobs.iter().map(|(i, _)| inputs[*i].duration_s()).sum();
-        let b = indicatif::ProgressBar::new(total);
-        b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} simulating [{bar:30}] {percent:>3}% {msg} ({eta} left)",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        Some(b)
-    } else {
-        None
-    };
-
-    let results: Mutex<Vec<Option<RunResult>>> =
-        Mutex::new((0..jobs.len()).map(|_| None).collect());
-    let next = AtomicUsize::new(0);
-    let threads = opts.threads.clamp(1, jobs.len().max(1));
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                // Each worker drives its runs on its own single-threaded runtime: the in-memory
-                // adapters never wait, so a run is a plain loop of polls.
-                let Ok(rt) = tokio::runtime::Builder::new_current_thread().build() else {
-                    return;
-                };
-                loop {
-                    let j = next.fetch_add(1, Ordering::SeqCst);
-                    let Some((pool, job)) = jobs.get(j) else {
-                        break;
-                    };
-                    let inp = &inputs[*pool];
-                    let r = rt.block_on(run_job(scenario, inp, job));
-                    if let Some(b) = &bar {
-                        b.inc(inp.duration_s());
-                        b.set_message(format!("{} {}", r.summary.pool, r.summary.policy));
-                    }
-                    results.lock().unwrap_or_else(|p| p.into_inner())[j] = Some(r);
-                }
-            });
-        }
+        progress_bar(total, "simulating")
     });
+    let mut results = run_parallel(scenario, &inputs, &jobs, opts.threads, bar.as_ref());
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    let mut results: Vec<RunResult> = results
-        .into_inner()
-        .unwrap_or_else(|p| p.into_inner())
-        .into_iter()
-        .flatten()
-        .collect();
 
-    // vs_oracle, per pool.
-    for pool in &scenario.pools {
-        let oracle_hours = results
-            .iter()
-            .find(|r| r.summary.pool == pool.name && r.summary.policy == "oracle")
-            .map(|r| r.summary.instance_hours)
-            .unwrap_or(0.0);
-        for r in results.iter_mut().filter(|r| r.summary.pool == pool.name) {
-            r.summary.vs_oracle = if oracle_hours > 0.0 {
-                round(r.summary.instance_hours / oracle_hours, 4)
-            } else {
-                0.0
-            };
-        }
-    }
+    vs_oracle(&mut results);
     savings_at_equal_loss(&mut results);
     let simulated_seconds = jobs.iter().map(|(i, _)| inputs[*i].duration_s()).sum();
     Ok(SimOutput {
@@ -257,7 +199,7 @@ pub fn simulate(scenario: &Scenario, opts: &SimOptions) -> Result<SimOutput, Sim
     })
 }
 
-async fn run_job(scenario: &Scenario, inp: &PoolInputs<'_>, job: &Job) -> RunResult {
+pub(crate) async fn run_job(scenario: &Scenario, inp: &PoolInputs<'_>, job: &Job) -> RunResult {
     let reference = &inp.spec.policies[0].1;
     let (min, max) = reference
         .region(&scenario.region)
@@ -302,6 +244,83 @@ async fn run_job(scenario: &Scenario, inp: &PoolInputs<'_>, job: &Job) -> RunRes
             let mut rule = TargetTracking::new(*sp, min, max);
             run_baseline(inp, &format!("target-tracking@{sp}"), opening, &mut rule).await
         }
+    }
+}
+
+/// A progress bar on stderr counting simulated seconds.
+pub(crate) fn progress_bar(total: u64, what: &str) -> indicatif::ProgressBar {
+    let b = indicatif::ProgressBar::new(total);
+    b.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{spinner}} {what} [{{bar:30}}] {{percent:>3}}% {{msg}} ({{eta}} left)"
+        ))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    b
+}
+
+/// Run `jobs` (each on `inputs[pool]`) on `threads` workers; results in job order.
+pub(crate) fn run_parallel(
+    scenario: &Scenario,
+    inputs: &[PoolInputs<'_>],
+    jobs: &[(usize, Job)],
+    threads: usize,
+    bar: Option<&indicatif::ProgressBar>,
+) -> Vec<RunResult> {
+    let results: Mutex<Vec<Option<RunResult>>> =
+        Mutex::new((0..jobs.len()).map(|_| None).collect());
+    let next = AtomicUsize::new(0);
+    let threads = threads.clamp(1, jobs.len().max(1));
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                // Each worker drives its runs on its own single-threaded runtime: the in-memory
+                // adapters never wait, so a run is a plain loop of polls.
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread().build() else {
+                    return;
+                };
+                loop {
+                    let j = next.fetch_add(1, Ordering::SeqCst);
+                    let Some((pool, job)) = jobs.get(j) else {
+                        break;
+                    };
+                    let inp = &inputs[*pool];
+                    let r = rt.block_on(run_job(scenario, inp, job));
+                    if let Some(b) = bar {
+                        b.inc(inp.duration_s());
+                        b.set_message(format!("{} {}", r.summary.pool, r.summary.policy));
+                    }
+                    results.lock().unwrap_or_else(|p| p.into_inner())[j] = Some(r);
+                }
+            });
+        }
+    });
+    results
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// Each row's `vs_oracle`: its instance-hours over the oracle's of its pool.
+pub(crate) fn vs_oracle(results: &mut [RunResult]) {
+    let oracles: Vec<(String, f64)> = results
+        .iter()
+        .filter(|r| r.summary.policy == "oracle")
+        .map(|r| (r.summary.pool.clone(), r.summary.instance_hours))
+        .collect();
+    for r in results.iter_mut() {
+        let oracle_hours = oracles
+            .iter()
+            .find(|(p, _)| *p == r.summary.pool)
+            .map_or(0.0, |(_, h)| *h);
+        r.summary.vs_oracle = if oracle_hours > 0.0 {
+            round(r.summary.instance_hours / oracle_hours, 4)
+        } else {
+            0.0
+        };
     }
 }
 

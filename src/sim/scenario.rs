@@ -365,7 +365,30 @@ impl Scenario {
     ) -> Result<Scenario, ScenarioError> {
         let trace = Trace::load(trace_path)?;
         let set = crate::app::policy_files::load_paths(policies)?;
-        let region = default_region();
+        let scale = mean_rps.map_or(Scale::Mean(75.0), Scale::Mean);
+        Self::with_trace(
+            trace,
+            &trace_path.display().to_string(),
+            &set,
+            pool,
+            scale,
+            launch_time,
+            &default_region(),
+        )
+    }
+
+    /// A scenario of one trace replayed through the policies of `set` (one pool each, or
+    /// only `pool`) in `region`. `origin` names where the trace came from, for errors.
+    pub fn with_trace(
+        trace: Trace,
+        origin: &str,
+        set: &crate::core::PolicySet,
+        pool: Option<&str>,
+        scale: Scale,
+        launch_time: Option<Duration>,
+        region: &str,
+    ) -> Result<Scenario, ScenarioError> {
+        let region = region.to_string();
         let mut model = Model::default();
         if let Some(l) = launch_time {
             model.launch_time = l;
@@ -378,7 +401,7 @@ impl Scenario {
             pools.push(PoolSpec {
                 name: p.pool.clone(),
                 trace: trace.clone(),
-                scale: mean_rps.map_or(Scale::Mean(75.0), Scale::Mean),
+                scale,
                 offset_s: 0,
                 policies: vec![(
                     p.source
@@ -391,7 +414,7 @@ impl Scenario {
         }
         if pools.is_empty() {
             return Err(ScenarioError::Invalid {
-                file: trace_path.display().to_string(),
+                file: origin.to_string(),
                 message: match pool {
                     Some(p) => format!("no policy for pool `{p}` in {region}"),
                     None => format!("no policy has a section for {region}"),

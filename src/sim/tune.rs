@@ -1,0 +1,556 @@
+//! `tune`: a walk-forward search of one pool's policy knobs.
+//!
+//! The traffic is cut in two: the *head* (the first `split` of it) is the only data a choice
+//! is made on; the *tail* (the rest) is the only data the choice is scored on. Every candidate
+//! is replayed over the head alone, through the same reconciler as `run`, beside the reactive
+//! baselines on the same head; one is chosen by the rule below; then the current policy, the
+//! chosen one and the baselines are replayed over the whole trace and scored on the tail only
+//! (the controller has the head behind it as history, as it would in service).
+//!
+//! The rule, on the head: among candidates that make no more scale actions than the HPA and
+//! use no more instance-hours and lose no more requests than both the HPA and target
+//! tracking, the cheapest that meets the SLO; failing that, of those, the one with the lowest
+//! `savings_at_equal_loss`; failing that (nothing dominates both), the lowest
+//! `savings_at_equal_loss` of all, then the fewest requests over capacity.
+
+use std::time::Duration;
+
+use rand::seq::SliceRandom;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::core::PoolPolicy;
+use crate::core::policy::apply_override;
+
+use super::engine::{PoolInputs, RunResult, Summary};
+use super::run::{self, Job, is_reactive_baseline};
+use super::scenario::Scenario;
+
+/// One searched policy key and the values it may take.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Knob {
+    pub key: String,
+    pub values: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TuneOptions {
+    /// The share of the trace chosen on (the rest is scored on).
+    pub split: f64,
+    /// Candidates to replay (the current policy is always one of them).
+    pub points: usize,
+    pub seed: u64,
+    pub threads: usize,
+    pub progress: bool,
+    /// Knobs to search instead of the default space.
+    pub space: Option<Vec<Knob>>,
+    /// Setpoints of the baseline families (the yardstick of `savings_at_equal_loss`).
+    pub baseline_setpoints: Vec<f64>,
+}
+
+impl Default for TuneOptions {
+    fn default() -> Self {
+        TuneOptions {
+            split: 0.7,
+            points: 500,
+            seed: 1,
+            threads: 2,
+            progress: false,
+            space: None,
+            baseline_setpoints: DEFAULT_SETPOINTS.to_vec(),
+        }
+    }
+}
+
+/// The setpoints of the baseline families tune compares against: from well below the
+/// product's band to saturation.
+pub const DEFAULT_SETPOINTS: [f64; 6] = [0.6, 0.8, 1.0, 1.25, 1.5, 1.75];
+
+#[derive(Debug, thiserror::Error)]
+pub enum TuneError {
+    #[error(
+        "the trace is {0} s long: tune needs at least two days (a day to choose on and more to \
+         score on) to say anything about traffic it has not seen"
+    )]
+    TooShort(u64),
+    #[error("--split {0}: must be within 0.3..=0.9")]
+    Split(f64),
+    #[error("knob {0}")]
+    Knob(String),
+    #[error("the scenario has no pool to tune")]
+    NoPool,
+}
+
+/// Shortest trace tune accepts.
+pub const MIN_TRACE_S: u64 = 2 * 86_400;
+
+/// The knobs searched by default, with values by rule: utilisations as shares of an
+/// instance's saturation, windows as multiples of the launch time, steps from a trickle to all
+/// at once. Nothing here is fitted to any trace.
+pub fn default_space(policy: &PoolPolicy) -> Vec<Knob> {
+    let sat = policy.instances.max_rps;
+    let lead = policy.instances.launch_time.as_secs().max(60);
+    let band = [0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9]
+        .iter()
+        .map(|f| format!("{:.2}", f * sat))
+        .collect();
+    let windows = |mults: &[f64]| -> Vec<String> {
+        mults
+            .iter()
+            .map(|m| {
+                let s = ((lead as f64 * m) / 30.0).round().max(1.0) as u64 * 30;
+                humantime::format_duration(Duration::from_secs(s)).to_string()
+            })
+            .collect()
+    };
+    let strs = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+    vec![
+        Knob {
+            key: "band.high".into(),
+            values: band,
+        },
+        Knob {
+            key: "band.headroom".into(),
+            values: strs(&["0", "2%", "5%", "10%"]),
+        },
+        Knob {
+            key: "scale_up.confirm".into(),
+            values: strs(&["1", "2", "3"]),
+        },
+        Knob {
+            key: "scale_down.stabilization".into(),
+            values: windows(&[0.5, 1.0, 1.5, 2.0, 3.0, 5.0]),
+        },
+        Knob {
+            key: "scale_down.max_step".into(),
+            values: strs(&["2%", "5%", "10%", "25%", "100%"]),
+        },
+        Knob {
+            key: "scale_down.collapse_hold".into(),
+            values: {
+                let mut v = vec!["0s".to_string()];
+                v.extend(windows(&[2.5, 5.0]));
+                v
+            },
+        },
+        Knob {
+            key: "forecast.mode".into(),
+            values: strs(&["off", "trend", "seasonal"]),
+        },
+    ]
+}
+
+/// Parse `key=v1,v2,...` into a knob.
+pub fn parse_knob(s: &str) -> Result<Knob, TuneError> {
+    let (key, values) = run::parse_sweep(s).map_err(|e| TuneError::Knob(e.to_string()))?;
+    Ok(Knob { key, values })
+}
+
+/// Set one knob. `band.high` moves the whole band in proportion (its shape stays the
+/// planner's); every other key is an ordinary override. The result is validated.
+pub fn with_knob(policy: &PoolPolicy, key: &str, value: &str) -> Result<PoolPolicy, String> {
+    if key == "band.high" {
+        let high: f64 = value
+            .trim()
+            .parse()
+            .ok()
+            .filter(|v: &f64| v.is_finite() && *v > 0.0)
+            .ok_or_else(|| format!("band.high={value}: expected a positive number"))?;
+        let k = high / policy.band.high;
+        let mut p = policy.clone();
+        p.band.high = high;
+        p.band.low = policy.band.low * k;
+        p.band.setpoint = policy.band.setpoint * k;
+        let problems = crate::core::policy::validate::check(&p);
+        return if problems.is_empty() {
+            Ok(p)
+        } else {
+            let all: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            Err(format!("band.high={value}: {}", all.join("; ")))
+        };
+    }
+    apply_override(policy, key, value)
+}
+
+/// A policy to try: its settings of the knobs (empty for the current policy).
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub settings: Vec<(String, String)>,
+    pub policy: PoolPolicy,
+}
+
+impl Candidate {
+    pub fn label(&self) -> String {
+        if self.settings.is_empty() {
+            "current".to_string()
+        } else {
+            self.settings
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        }
+    }
+}
+
+/// Up to `points` distinct candidates: the current policy first, then the whole grid when it
+/// is that small, else a seeded random sample of it. Settings the validator rejects are
+/// skipped.
+pub fn candidates(
+    current: &PoolPolicy,
+    space: &[Knob],
+    points: usize,
+    seed: u64,
+) -> Result<Vec<Candidate>, TuneError> {
+    for k in space {
+        // Every value must be settable on its own: a typo is an error, not a silent skip.
+        for v in &k.values {
+            with_knob(current, &k.key, v).map_err(TuneError::Knob)?;
+        }
+    }
+    let size = space
+        .iter()
+        .map(|k| k.values.len().max(1))
+        .try_fold(1usize, |a, n| a.checked_mul(n))
+        .unwrap_or(usize::MAX);
+    let mut picks: Vec<Vec<usize>> = Vec::new();
+    if size <= points.saturating_sub(1) {
+        for mut i in 0..size {
+            let mut idx = Vec::with_capacity(space.len());
+            for k in space {
+                let n = k.values.len().max(1);
+                idx.push(i % n);
+                i /= n;
+            }
+            picks.push(idx);
+        }
+    } else {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut seen = std::collections::HashSet::new();
+        let mut tries = 0usize;
+        while picks.len() < points.saturating_sub(1) && tries < points.saturating_mul(20) {
+            tries += 1;
+            let idx: Vec<usize> = space
+                .iter()
+                .map(|k| rng.random_range(0..k.values.len().max(1)))
+                .collect();
+            if seen.insert(idx.clone()) {
+                picks.push(idx);
+            }
+        }
+        picks.shuffle(&mut rng);
+    }
+    let mut out = vec![Candidate {
+        settings: Vec::new(),
+        policy: current.clone(),
+    }];
+    for idx in picks {
+        let mut p = current.clone();
+        let mut settings = Vec::new();
+        let mut ok = true;
+        for (k, &i) in space.iter().zip(&idx) {
+            let Some(v) = k.values.get(i) else { continue };
+            match with_knob(&p, &k.key, v) {
+                Ok(q) => p = q,
+                Err(_) => {
+                    ok = false;
+                    break;
+                }
+            }
+            settings.push((k.key.clone(), v.clone()));
+        }
+        if ok {
+            out.push(Candidate {
+                settings,
+                policy: p,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Which tier of the rule a choice came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tier {
+    /// Dominates both references, no more actions than the HPA, within the SLO: cheapest.
+    MeetsSlo,
+    /// Dominates both references, no more actions than the HPA: lowest savings at equal loss.
+    Dominates,
+    /// Nothing dominated: lowest savings at equal loss.
+    BestEffort,
+}
+
+/// Choose among candidates scored on the head (`scores[i]` is candidate i's head summary, with
+/// `savings_at_equal_loss` set), against the head's reference HPA and target-tracking
+/// summaries. Only head scores reach this function.
+pub fn choose(scores: &[Summary], hpa: &Summary, tt: &Summary, slo_pct: f64) -> (usize, Tier) {
+    let dominates = |s: &Summary| {
+        s.instance_hours <= hpa.instance_hours.min(tt.instance_hours)
+            && s.over_capacity_pct <= hpa.over_capacity_pct.min(tt.over_capacity_pct)
+            && s.scale_ups + s.scale_downs <= hpa.scale_ups + hpa.scale_downs
+    };
+    let savings = |s: &Summary| match s.savings_at_equal_loss {
+        Some(x) if x > 0.0 => x,
+        _ => f64::INFINITY,
+    };
+    let best_by = |filter: &dyn Fn(&Summary) -> bool, key: &dyn Fn(&Summary) -> (f64, f64)| {
+        scores
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| filter(s))
+            .min_by(|(ia, a), (ib, b)| {
+                let (ka, kb) = (key(a), key(b));
+                ka.0.total_cmp(&kb.0)
+                    .then(ka.1.total_cmp(&kb.1))
+                    .then(ia.cmp(ib))
+            })
+            .map(|(i, _)| i)
+    };
+    if let Some(i) = best_by(&|s| dominates(s) && s.over_capacity_pct <= slo_pct, &|s| {
+        (s.instance_hours, s.over_capacity_pct)
+    }) {
+        return (i, Tier::MeetsSlo);
+    }
+    if let Some(i) = best_by(&dominates, &|s| (savings(s), s.instance_hours)) {
+        return (i, Tier::Dominates);
+    }
+    let i = best_by(&|_| true, &|s| (savings(s), s.over_capacity_pct)).unwrap_or(0);
+    (i, Tier::BestEffort)
+}
+
+/// What a tune found.
+#[derive(Debug)]
+pub struct TuneOutcome {
+    pub pool: String,
+    pub trace: String,
+    /// First scored second of the tail.
+    pub split_s: u64,
+    pub duration_s: u64,
+    pub slo_pct: f64,
+    pub candidates: Vec<Candidate>,
+    /// Head summaries, candidate order.
+    pub head: Vec<Summary>,
+    /// Head summaries of the baselines (references and families) and the oracle.
+    pub head_baselines: Vec<Summary>,
+    pub chosen: usize,
+    pub tier: Tier,
+    /// Tail results: the current policy, the tuned one, then the baselines and the oracle.
+    pub tail: Vec<RunResult>,
+    pub wall_seconds: f64,
+}
+
+impl TuneOutcome {
+    pub fn tuned(&self) -> &Candidate {
+        &self.candidates[self.chosen]
+    }
+
+    pub fn tail_row(&self, policy: &str) -> Option<&Summary> {
+        self.tail
+            .iter()
+            .map(|r| &r.summary)
+            .find(|s| s.policy == policy)
+    }
+}
+
+/// Tune the scenario's first pool (its first policy is the current one).
+pub fn tune(scenario: &Scenario, opts: &TuneOptions) -> Result<TuneOutcome, TuneError> {
+    let started = std::time::Instant::now();
+    if !(0.3..=0.9).contains(&opts.split) || !opts.split.is_finite() {
+        return Err(TuneError::Split(opts.split));
+    }
+    let spec = scenario.pools.first().ok_or(TuneError::NoPool)?;
+    let current = &spec.policies.first().ok_or(TuneError::NoPool)?.1;
+    let full = PoolInputs::new(scenario, spec, 0, 60);
+    let duration = full.duration_s();
+    if duration < MIN_TRACE_S {
+        return Err(TuneError::TooShort(duration));
+    }
+    // Cut on a whole minute, so the head's samples are whole.
+    let split_s = ((duration as f64 * opts.split) as u64 / 60) * 60;
+    let head = full.head(split_s);
+    let tail = full.scored_from(split_s);
+    let space = opts.space.clone().unwrap_or_else(|| default_space(current));
+    let cands = candidates(current, &space, opts.points.max(1), opts.seed)?;
+    let slo_pct = current
+        .slo
+        .as_ref()
+        .map_or(0.1, |s| s.over_capacity * 100.0);
+
+    let baseline_jobs = |pool: usize| {
+        let mut jobs = vec![
+            (pool, Job::Oracle),
+            (pool, Job::Hpa),
+            (pool, Job::TargetTracking),
+        ];
+        for &sp in &opts.baseline_setpoints {
+            jobs.push((pool, Job::HpaAt(sp)));
+            jobs.push((pool, Job::TargetTrackingAt(sp)));
+        }
+        jobs
+    };
+    // The head: every candidate and the baselines, on the head's inputs only.
+    let mut jobs: Vec<(usize, Job)> = cands
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (0, Job::Policy(format!("c{i}"), Box::new(c.policy.clone()))))
+        .collect();
+    jobs.extend(baseline_jobs(0));
+    let tail_jobs = {
+        let mut j = vec![(0, Job::Policy("current".into(), Box::new(current.clone())))];
+        j.push((0, Job::Policy("tuned".into(), Box::new(current.clone()))));
+        j.extend(baseline_jobs(0));
+        j
+    };
+    let bar = opts.progress.then(|| {
+        let total = split_s * jobs.len() as u64 + duration * tail_jobs.len() as u64;
+        run::progress_bar(total, "tuning")
+    });
+    let mut head_results = run::run_parallel(
+        scenario,
+        std::slice::from_ref(&head),
+        &jobs,
+        opts.threads,
+        bar.as_ref(),
+    );
+    run::vs_oracle(&mut head_results);
+    run::savings_at_equal_loss(&mut head_results);
+    let (head_policies, head_baselines): (Vec<RunResult>, Vec<RunResult>) =
+        head_results.into_iter().partition(|r| !r.is_baseline);
+    let head: Vec<Summary> = head_policies.into_iter().map(|r| r.summary).collect();
+    let head_baselines: Vec<Summary> = head_baselines.into_iter().map(|r| r.summary).collect();
+    let find = |name: &str| head_baselines.iter().find(|s| s.policy == name);
+    let (Some(hpa), Some(tt)) = (find("hpa"), find("target-tracking")) else {
+        return Err(TuneError::NoPool);
+    };
+    let (chosen, tier) = choose(&head, hpa, tt, slo_pct);
+
+    // The tail: the current and the chosen policy and the baselines, scored after the split.
+    let mut tail_jobs = tail_jobs;
+    tail_jobs[1] = (
+        0,
+        Job::Policy("tuned".into(), Box::new(cands[chosen].policy.clone())),
+    );
+    let mut tail_results = run::run_parallel(
+        scenario,
+        std::slice::from_ref(&tail),
+        &tail_jobs,
+        opts.threads,
+        bar.as_ref(),
+    );
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    run::vs_oracle(&mut tail_results);
+    run::savings_at_equal_loss(&mut tail_results);
+    Ok(TuneOutcome {
+        pool: spec.name.clone(),
+        trace: spec.trace.name.clone(),
+        split_s,
+        duration_s: duration,
+        slo_pct,
+        candidates: cands,
+        head,
+        head_baselines,
+        chosen,
+        tier,
+        tail: tail_results,
+        wall_seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Whether a tail row is a reference or family baseline (for reports).
+pub fn is_baseline_row(s: &Summary) -> bool {
+    is_reactive_baseline(&s.policy) || s.policy == "oracle"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(policy: &str, hours: f64, over: f64, actions: u64, savings: Option<f64>) -> Summary {
+        Summary {
+            pool: "p".into(),
+            policy: policy.into(),
+            trace: "t".into(),
+            instance_hours: hours,
+            cost: hours,
+            over_capacity_pct: over,
+            shortfall_seconds: 0,
+            scale_ups: actions,
+            scale_downs: 0,
+            peak_instances: 1,
+            mean_utilisation: 0.5,
+            vs_oracle: 1.0,
+            savings_at_equal_loss: savings,
+        }
+    }
+
+    #[test]
+    fn the_cheapest_candidate_that_dominates_and_meets_the_slo_wins() {
+        let hpa = row("hpa", 100.0, 0.5, 50, None);
+        let tt = row("target-tracking", 110.0, 0.3, 30, None);
+        let scores = [
+            row("c0", 95.0, 0.2, 40, Some(0.9)), // dominates, outside a 0.1 % SLO
+            row("c1", 98.0, 0.05, 40, Some(0.8)), // dominates, meets it
+            row("c2", 90.0, 0.08, 60, Some(0.7)), // more actions than the HPA
+            row("c3", 80.0, 0.4, 10, Some(0.6)), // loses more than target tracking
+            row("c4", 99.0, 0.01, 45, Some(0.95)), // dominates, meets it, dearer
+        ];
+        assert_eq!(choose(&scores, &hpa, &tt, 0.1), (1, Tier::MeetsSlo));
+        // With a looser SLO the cheaper c0 qualifies.
+        assert_eq!(choose(&scores, &hpa, &tt, 0.25), (0, Tier::MeetsSlo));
+        // Nothing meets a tighter SLO: lowest savings among the dominating ones.
+        assert_eq!(choose(&scores, &hpa, &tt, 0.001), (1, Tier::Dominates));
+        // Nothing dominates: the lowest savings of all.
+        let tight = row("target-tracking", 50.0, 0.0, 30, None);
+        assert_eq!(choose(&scores, &hpa, &tight, 0.1), (3, Tier::BestEffort));
+    }
+
+    #[test]
+    fn candidates_start_with_the_current_policy_and_are_valid_and_distinct() {
+        let p = PoolPolicy::with_defaults("p", "us-east-1", "g", 1, 100);
+        let space = default_space(&p);
+        let c = candidates(&p, &space, 200, 7).unwrap();
+        assert!(c.len() > 150 && c.len() <= 200, "{}", c.len());
+        assert!(c[0].settings.is_empty());
+        assert_eq!(c[0].policy, p);
+        let labels: std::collections::HashSet<String> = c.iter().map(Candidate::label).collect();
+        assert_eq!(labels.len(), c.len());
+        for x in &c {
+            assert!(crate::core::policy::validate::check(&x.policy).is_empty());
+        }
+        // The same seed gives the same sample.
+        let again = candidates(&p, &space, 200, 7).unwrap();
+        assert_eq!(
+            c.iter().map(Candidate::label).collect::<Vec<_>>(),
+            again.iter().map(Candidate::label).collect::<Vec<_>>()
+        );
+        // A small space is searched whole.
+        let small = vec![Knob {
+            key: "scale_up.confirm".into(),
+            values: vec!["1".into(), "2".into(), "3".into()],
+        }];
+        assert_eq!(candidates(&p, &small, 500, 1).unwrap().len(), 4);
+    }
+
+    #[test]
+    fn band_high_moves_the_band_in_proportion() {
+        let p = PoolPolicy::with_defaults("p", "us-east-1", "g", 1, 100);
+        let q = with_knob(&p, "band.high", "1.8").unwrap();
+        assert!((q.band.high - 1.8).abs() < 1e-12);
+        assert!((q.band.low - p.band.low * 1.2).abs() < 1e-9);
+        assert!((q.band.setpoint - p.band.setpoint * 1.2).abs() < 1e-9);
+        assert!(with_knob(&p, "band.high", "-1").is_err());
+        assert!(with_knob(&p, "band.high", "1e9").is_err());
+        assert!(with_knob(&p, "band.high", "NaN").is_err());
+        let bad = [Knob {
+            key: "scale_up.confirmm".into(),
+            values: vec!["1".into()],
+        }];
+        assert!(matches!(
+            candidates(&p, &bad, 10, 1),
+            Err(TuneError::Knob(_))
+        ));
+    }
+}
