@@ -71,7 +71,7 @@ async fn gauges_are_published_per_pool_with_pool_and_region_dimensions() {
         })
         .then_output(|| PutMetricDataOutput::builder().build());
     let cw = mock_client!(aws_sdk_cloudwatch, RuleMode::MatchAny, &[&rule]);
-    let metrics = Metrics::new();
+    let metrics = Metrics::new("us-east-1");
     let aws = backends(cw, &metrics);
     let sink = aws
         .gauges
@@ -151,7 +151,7 @@ async fn a_rejected_publish_is_a_permanent_error_and_counted() {
         )
     });
     let cw = mock_client!(aws_sdk_cloudwatch, RuleMode::MatchAny, &[&rule]);
-    let metrics = Metrics::new();
+    let metrics = Metrics::new("us-east-1");
     let aws = backends(cw, &metrics);
     let sink = aws.gauges.clone().expect("gauges");
     let g = PoolGauges {

@@ -2,6 +2,8 @@
 
 use std::process::Command;
 
+use mrgc_autoscaler::telemetry::sample;
+
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_mrgc-autoscaler"));
     c.current_dir(env!("CARGO_MANIFEST_DIR"));
@@ -226,12 +228,13 @@ fn http_get(addr: &str, path: &str) -> (u16, String) {
     )
 }
 
-/// Poll `/metrics` until it contains `needle` (at most ~10 s), returning the last text.
-fn wait_for_metric(addr: &str, needle: &str) -> String {
+/// Poll `/metrics` until the series `name{labels}` has `value` (at most ~10 s), returning the
+/// last text.
+fn wait_for_metric(addr: &str, name: &str, labels: &[(&str, &str)], value: f64) -> String {
     let mut text = String::new();
     for _ in 0..100 {
         text = http_get(addr, "/metrics").1;
-        if text.contains(needle) {
+        if sample(&text, name, labels) == Some(value) {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
@@ -303,8 +306,42 @@ fn run_serves_its_endpoints_reloads_on_sighup_and_exits_0_on_sigterm() {
         .unwrap()
         .to_string();
     wait_line(&|l| l.contains("leader of us-east-1 (epoch 1)"));
-    let text = wait_for_metric(&addr, "mrgc_autoscaler_leader 1");
-    assert!(text.contains("mrgc_autoscaler_leader 1"), "{text}");
+    let region = [("region", "us-east-1")];
+    let text = wait_for_metric(&addr, "mrgc_autoscaler_leader", &region, 1.0);
+    assert_eq!(
+        sample(&text, "mrgc_autoscaler_leader", &region),
+        Some(1.0),
+        "{text}"
+    );
+    // The build it runs, and the region on every series.
+    let build = [
+        ("version", env!("CARGO_PKG_VERSION")),
+        ("commit", mrgc_autoscaler::telemetry::COMMIT),
+        ("built", mrgc_autoscaler::telemetry::BUILT),
+        ("region", "us-east-1"),
+    ];
+    assert_eq!(
+        sample(&text, "mrgc_autoscaler_build_info", &build),
+        Some(1.0),
+        "{text}"
+    );
+    for pool in ["model-a", "model-b", "model-c"] {
+        let labels = [("pool", pool), ("region", "us-east-1")];
+        let max = sample(&text, "mrgc_autoscaler_pool_max", &labels).expect("pool_max");
+        let min = sample(&text, "mrgc_autoscaler_pool_min", &labels).expect("pool_min");
+        assert!(min >= 1.0 && min <= max, "{pool}: min {min} max {max}");
+        let failed = [("pool", pool), ("region", "us-east-1"), ("step", "failed")];
+        assert_eq!(
+            sample(&text, "mrgc_autoscaler_drains_total", &failed),
+            Some(0.0)
+        );
+    }
+    assert!(
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .all(|l| l.contains("region=\"us-east-1\"")),
+        "{text}"
+    );
     let (code, body) = http_get(&addr, "/readyz");
     assert_eq!(code, 200, "{body}");
     assert!(body.starts_with("ready: leader (epoch 1)"), "{body}");
@@ -316,13 +353,13 @@ fn run_serves_its_endpoints_reloads_on_sighup_and_exits_0_on_sigterm() {
         "pool = \"model-a\"\nmin = 10\nmax = 5\n[regions.us-east-1]\nasg = \"g\"\n",
     )
     .unwrap();
-    let rejected =
-        |n: u32| format!("mrgc_autoscaler_policy_reloads_total{{result=\"rejected\"}} {n}");
-    let text = wait_for_metric(&addr, &rejected(1));
-    assert!(text.contains(&rejected(1)), "{text}");
+    let reloads = "mrgc_autoscaler_policy_reloads_total";
+    let rejected = [("region", "us-east-1"), ("result", "rejected")];
+    let text = wait_for_metric(&addr, reloads, &rejected, 1.0);
+    assert_eq!(sample(&text, reloads, &rejected), Some(1.0), "{text}");
     signal(&child, "HUP");
-    let text = wait_for_metric(&addr, &rejected(2));
-    assert!(text.contains(&rejected(2)), "{text}");
+    let text = wait_for_metric(&addr, reloads, &rejected, 2.0);
+    assert_eq!(sample(&text, reloads, &rejected), Some(2.0), "{text}");
     assert_eq!(http_get(&addr, "/readyz").0, 200, "still ready");
 
     signal(&child, "TERM");

@@ -79,7 +79,7 @@ fn start(
             policies,
             opts,
             deps,
-            Metrics::new(),
+            Metrics::new(REGION),
             async {
                 let _ = stopped.await;
             },
@@ -211,7 +211,7 @@ async fn every_action_asks_the_lease_so_a_pause_mid_plan_stops_the_plan() {
             dry_run: false,
             record_heartbeat: Duration::from_secs(600),
         },
-        Metrics::new(),
+        Metrics::new(REGION),
     );
     let mut elector = Elector::new(
         Arc::new(r.clone()),

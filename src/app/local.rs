@@ -173,7 +173,7 @@ pub async fn run_local<W: Write + Send>(
         replays.push((p.pool.clone(), arrivals));
     }
 
-    let metrics = Metrics::new();
+    let metrics = Metrics::new(&opts.region);
     let status = Status::new(opts.interval);
     let mut leader = status.leader_watch();
     let election = ElectionConfig::new(&opts.region, &opts.controller_id)

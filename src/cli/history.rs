@@ -51,7 +51,7 @@ pub(super) fn history(a: HistoryArgs) -> anyhow::Result<ExitCode> {
     opts.cloudwatch = false;
     let rt = runtime()?;
     let records = rt.block_on(async {
-        let aws = AwsBackends::build(&opts, &Metrics::new()).await;
+        let aws = AwsBackends::build(&opts, &Metrics::new(&region)).await;
         let since = chrono::Utc::now().timestamp_millis() - a.since.as_millis() as i64;
         aws.log
             .history(&a.pool, filter.as_deref(), since, a.limit)

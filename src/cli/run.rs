@@ -222,7 +222,7 @@ pub(super) async fn run_aws(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<ExitCode> {
     tokio::pin!(shutdown);
-    let metrics = Metrics::new();
+    let metrics = Metrics::new(&a.region);
     let mut opts = AwsOptions::new(&a.region, &prefix, a.endpoint_url.clone());
     opts.cloudwatch = !a.no_cloudwatch;
     // Start-up gives way to a signal too: nothing is held yet, so there is nothing to release.
