@@ -180,6 +180,46 @@ fn run_on_the_embedded_region_scales_every_pool_up_and_down_within_an_hour() {
 }
 
 #[test]
+fn version_names_the_version_commit_and_build_date() {
+    let out = bin().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let v = String::from_utf8_lossy(&out.stdout);
+    let line = v.trim();
+    let rest = line
+        .strip_prefix(&format!(
+            "mrgc-autoscaler {} (commit ",
+            env!("CARGO_PKG_VERSION")
+        ))
+        .unwrap_or_else(|| panic!("{line}"));
+    let (commit, built) = rest
+        .strip_suffix(')')
+        .and_then(|r| r.split_once(", built "))
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(
+        commit == "unknown" || (commit.len() >= 7 && commit.chars().all(|c| c.is_ascii_hexdigit())),
+        "{line}"
+    );
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(built).is_ok() && built.ends_with('Z'),
+        "{line}"
+    );
+}
+
+#[test]
+fn help_names_the_program_whatever_the_executable_is_called() {
+    let dir = tempfile::tempdir().unwrap();
+    let renamed = dir.path().join("some-other-name");
+    std::fs::copy(env!("CARGO_BIN_EXE_mrgc-autoscaler"), &renamed).unwrap();
+    for args in [vec!["--help"], vec!["run", "--help"]] {
+        let out = Command::new(&renamed).args(&args).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains("Usage: mrgc-autoscaler"), "{args:?}: {text}");
+        assert!(!text.contains("some-other-name"), "{text}");
+    }
+}
+
+#[test]
 fn bad_flags_are_usage_errors() {
     let out = bin().args(["run", "--interval", "soon"]).output().unwrap();
     assert_eq!(

@@ -27,11 +27,30 @@ use tables::TablesCommand;
 /// EX_USAGE: bad configuration or policy.
 pub(super) const EXIT_USAGE: u8 = 64;
 
+/// `--version`: the crate version, the git commit and the build date (build.rs).
+const VERSION_LINE: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("MRGC_BUILD_COMMIT"),
+    ", built ",
+    env!("MRGC_BUILD_DATE"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "mrgc-autoscaler",
-    version,
-    about = "Capacity controller of a multi-region GPU inference cluster"
+    // The name in usage lines, whatever the executable is called (cargo run, a test harness).
+    bin_name = "mrgc-autoscaler",
+    version = VERSION_LINE,
+    about = "Capacity controller of a multi-region GPU inference cluster",
+    long_about = "Capacity controller of a multi-region GPU inference cluster: one leader per AWS \
+region sets each model pool's Auto Scaling Group from its requests per second, and records \
+every decision with its reason. `mrgc-autoscaler run` with no flags runs the whole loop on an \
+embedded in-memory region with a traffic replay (no AWS account needed).",
+    after_help = "Every flag has an MRGC_* environment twin (listed with each flag's help). \
+Exit codes: 0 success, 1 failure, 64 bad flag, value or policy file (EX_USAGE), 78 the \
+environment does not match the configuration (EX_CONFIG)."
 )]
 struct Cli {
     /// Log format for diagnostics on stderr.
