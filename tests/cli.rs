@@ -219,6 +219,57 @@ fn help_names_the_program_whatever_the_executable_is_called() {
     }
 }
 
+/// `run --backend aws` takes its region from --region/MRGC_REGION, else AWS_REGION, else
+/// AWS_DEFAULT_REGION, and refuses to start (64) without one.
+#[test]
+fn run_on_aws_finds_its_region_in_the_sdks_variables_or_exits_64() {
+    let aws = |env: &[(&str, &str)]| {
+        let mut c = bin();
+        c.args([
+            "run",
+            "--backend",
+            "aws",
+            "--table-prefix",
+            "t",
+            "--listen",
+            "127.0.0.1:0",
+        ]);
+        for k in ["MRGC_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"] {
+            c.env_remove(k);
+        }
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, err) = aws(&[]);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(
+        err.contains("--backend aws needs a region: pass --region (MRGC_REGION) or set AWS_REGION"),
+        "{err}"
+    );
+    // A region no policy has stops before any AWS call (78), naming the region it took.
+    for (k, region) in [
+        ("AWS_REGION", "eu-west-9"),
+        ("AWS_DEFAULT_REGION", "eu-west-8"),
+        ("MRGC_REGION", "eu-west-7"),
+    ] {
+        let (code, err) = aws(&[(k, region)]);
+        assert_eq!(code, Some(78), "{k}: {err}");
+        assert!(
+            err.contains(&format!("no pool has a policy for region {region}")),
+            "{k}: {err}"
+        );
+    }
+    let (code, err) = aws(&[("MRGC_REGION", "eu-west-7"), ("AWS_REGION", "eu-west-9")]);
+    assert_eq!(code, Some(78));
+    assert!(err.contains("region eu-west-7"), "MRGC_REGION wins: {err}");
+}
+
 #[test]
 fn bad_flags_are_usage_errors() {
     let out = bin().args(["run", "--interval", "soon"]).output().unwrap();
