@@ -8,6 +8,11 @@ fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_mrgc-autoscaler"));
     c.current_dir(env!("CARGO_MANIFEST_DIR"));
     c.env_remove("RUST_LOG");
+    // The embedded run's decision log goes under target/, not into the repository.
+    c.env(
+        "MRGC_STATE_DIR",
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-state"),
+    );
     c
 }
 
@@ -177,6 +182,224 @@ fn run_on_the_embedded_region_scales_every_pool_up_and_down_within_an_hour() {
     // The stop line; the cycle count depends on how the host schedules a 1 ms sleep at 3600x.
     let last = stdout.lines().last().unwrap_or("");
     assert!(last.starts_with("stopped after +01:00:"), "{last}");
+}
+
+/// The first screen says what it is doing: the policy in force for each pool, that the replay
+/// loops, what it shows; then only the decisions that change something and a summary line per
+/// pool every 10 controller-minutes. `--verbose` adds every hold.
+#[test]
+fn the_embedded_run_explains_itself_and_keeps_holds_for_verbose() {
+    let out = bin()
+        .args([
+            "run",
+            "--duration",
+            "65m",
+            "--speed",
+            "3600",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.starts_with("backend: local (embedded in-memory region us-east-1, traffic replay at 3600x), policy files in policies (hash "),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("policies policies"), "{stdout}");
+    // model-a's shipped policy: band 1.4-1.5, setpoint 1.45, 5 spare; us-east-1 overrides min.
+    assert!(
+        stdout.contains(
+            "pool model-a    policy: band 1.4–1.5 RPS per instance, setpoint 1.45 + 5 spare; min 6 max 240, 1 scheduled minimum; launch 6m"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("replay: azure-llm-2023-conv lasts 58m 23s of controller time")
+            && stdout.contains("it loops when it ends"),
+        "{stdout}"
+    );
+    // The 3503 s trace wraps once within 65 minutes.
+    assert!(
+        stdout.contains("+00:58:23 replay: azure-llm-2023-conv ended and loops"),
+        "{stdout}"
+    );
+    let decisions: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with('+') && l.contains(" us-east-1 model-"))
+        .collect();
+    assert!(
+        decisions.iter().all(|l| !l.contains(" none ")),
+        "a hold printed without --verbose:\n{stdout}"
+    );
+    for pool in ["model-a", "model-b", "model-c"] {
+        let summaries: Vec<&&str> = decisions
+            .iter()
+            .filter(|l| l.contains(&format!(" {pool} ")) && l.contains(" summary "))
+            .collect();
+        // At +10, +20, ..., +60 minutes of controller time.
+        assert_eq!(summaries.len(), 6, "{pool}:\n{stdout}");
+        assert!(
+            summaries[0].contains("since +00:00:00: "),
+            "{}",
+            summaries[0]
+        );
+        assert!(
+            summaries
+                .iter()
+                .all(|l| l.contains(" holds") || l.contains(" hold"))
+        );
+    }
+
+    let out = bin()
+        .args([
+            "run",
+            "--duration",
+            "5m",
+            "--speed",
+            "3600",
+            "--listen",
+            "127.0.0.1:0",
+            "-v",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.lines().any(|l| l.contains(" model-a ")
+            && l.contains(" none ")
+            && l.contains("within_band: ")),
+        "--verbose shows every hold:\n{stdout}"
+    );
+    let out = bin()
+        .args([
+            "run",
+            "--duration",
+            "5m",
+            "--speed",
+            "3600",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("MRGC_VERBOSE", "true")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(" none "));
+}
+
+/// The embedded run keeps its decision log in --state-dir; `history --backend local` reads it
+/// as `history` reads the table: newest first, text or JSON lines.
+#[test]
+fn history_reads_the_embedded_runs_decisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args([
+            "run",
+            "--duration",
+            "30m",
+            "--speed",
+            "3600",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--state-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "decisions: recorded in {}/decisions.jsonl",
+            dir.path().display()
+        )),
+        "{stdout}"
+    );
+    let scale_ups = stdout
+        .lines()
+        .filter(|l| l.contains(" model-a ") && l.contains(" scale-up "))
+        .count();
+    assert!(scale_ups >= 1, "{stdout}");
+
+    let out = bin()
+        .args([
+            "history",
+            "--backend",
+            "local",
+            "--pool",
+            "model-a",
+            "--since",
+            "1d",
+        ])
+        .arg("--state-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(!lines.is_empty());
+    assert!(lines.iter().all(|l| l.contains(" us-east-1 ")), "{text}");
+    assert_eq!(
+        lines.iter().filter(|l| l.contains(" scale-up ")).count(),
+        scale_ups,
+        "every scale-up the run printed is in the log:\n{text}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("applied above_band: ")),
+        "{text}"
+    );
+
+    let out = bin()
+        .args([
+            "history",
+            "--backend",
+            "local",
+            "--pool",
+            "model-a",
+            "--json",
+            "--since",
+            "1d",
+        ])
+        .env("MRGC_STATE_DIR", dir.path())
+        .output()
+        .unwrap();
+    let json: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON object per line"))
+        .collect();
+    assert_eq!(json.len(), lines.len());
+    let stamps: Vec<&str> = json
+        .iter()
+        .map(|j| j["timestamp"].as_str().unwrap())
+        .collect();
+    let mut sorted = stamps.clone();
+    sorted.sort_by(|a, b| {
+        b.parse::<f64>()
+            .unwrap()
+            .total_cmp(&a.parse::<f64>().unwrap())
+    });
+    assert_eq!(stamps, sorted, "newest first");
+    assert!(
+        json.iter()
+            .all(|j| j["model_pool"] == "model-a" && j["policy_hash"].is_string())
+    );
+
+    // No log there: a usage error that says how to make one.
+    let out = bin()
+        .args(["history", "--backend", "local", "--pool", "model-a"])
+        .arg("--state-dir")
+        .arg(dir.path().join("nothing"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mrgc-autoscaler run"));
 }
 
 #[test]

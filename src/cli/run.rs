@@ -105,6 +105,17 @@ pub(super) struct RunArgs {
     /// this. Each standby reads once per poll (about 1.3 M read units a month at 1 s).
     #[arg(long, env = "MRGC_STANDBY_POLL", default_value = "1s", value_parser = bounded::lease)]
     standby_poll: Duration,
+    /// Local backend: print every decision, holds included (by default only the decisions
+    /// that change something, and a summary line per pool every --summary-every).
+    #[arg(short, long, env = "MRGC_VERBOSE")]
+    verbose: bool,
+    /// Local backend: controller time between the per-pool summary lines (0s: none).
+    #[arg(long, env = "MRGC_SUMMARY_EVERY", default_value = "10m", value_parser = bounded::span)]
+    summary_every: Duration,
+    /// Local backend: keep the decision log here as JSON lines (decisions.jsonl, replaced by
+    /// each run), for `history --backend local`.
+    #[arg(long, env = "MRGC_STATE_DIR", default_value = ".mrgc-local")]
+    state_dir: PathBuf,
 }
 
 pub(super) fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
@@ -172,13 +183,13 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
                 .filter(|r| !r.is_empty())
                 .unwrap_or_else(|| LOCAL_REGION.to_string());
             println!(
-                "backend: local (embedded in-memory region {region}, traffic replay at {}x); policies {} (hash {})",
+                "backend: local (embedded in-memory region {region}, traffic replay at {}x), policy files in {} (hash {})",
                 a.speed,
                 a.policies
                     .iter()
                     .map(|p| p.display().to_string())
                     .collect::<Vec<_>>()
-                    .join(","),
+                    .join(", "),
                 set.hash
             );
             let listen = a.listen;
@@ -198,6 +209,9 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
                 policy_poll: a.policy_poll,
                 lease_duration: a.lease_duration,
                 renew_every: a.renew_every,
+                verbose: a.verbose,
+                summary_every: Some(a.summary_every).filter(|d| !d.is_zero()),
+                state_dir: Some(a.state_dir),
             };
             let mut out = std::io::stdout();
             let result = rt.block_on(async {
