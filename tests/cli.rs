@@ -493,6 +493,77 @@ fn run_on_aws_finds_its_region_in_the_sdks_variables_or_exits_64() {
     assert!(err.contains("region eu-west-7"), "MRGC_REGION wins: {err}");
 }
 
+/// Every flag of `policy explain` and `simulate` has an MRGC_* twin; the simulator's table has
+/// a legend.
+#[test]
+fn explain_and_simulate_read_their_flags_from_the_environment() {
+    let out = bin()
+        .args(["policy", "explain"])
+        .env("MRGC_POOL", "model-a")
+        .env("MRGC_REGION", "us-west-2")
+        .env("MRGC_EXPLAIN_RPS", "90")
+        .env("MRGC_EXPLAIN_SERVING", "50")
+        .env("MRGC_EXPLAIN_AT", "2026-11-22T03:00:00Z")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("decision    scale-up to 68"), "{stdout}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("flat.csv");
+    let mut csv = String::from("timestamp_s,rps\n");
+    for m in 0..60 {
+        csv.push_str(&format!("{},{}\n", m * 60, 20 + (m % 7)));
+    }
+    std::fs::write(&trace, csv).unwrap();
+    let out = bin()
+        .arg("simulate")
+        .env("MRGC_SIM_TRACE", &trace)
+        .env("MRGC_SIM_POOL", "model-c")
+        .env("MRGC_SIM_MEAN_RPS", "20")
+        .env("MRGC_SIM_LAUNCH_TIME", "4m")
+        .env("MRGC_SIM_SEED", "3")
+        .env("MRGC_SIM_BASELINES", "oracle")
+        .env("MRGC_SIM_RESOLUTION", "60")
+        .env("MRGC_SIM_OUT", dir.path().join("out"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("model-c") && stdout.contains("[oracle]"),
+        "{stdout}"
+    );
+    for column in [
+        "inst-hours  ",
+        "cost  ",
+        "over-%  ",
+        "short-s  ",
+        "ups, downs  ",
+        "peak  ",
+        "util  ",
+        "×oracle  ",
+        "[name]  ",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(column)),
+            "no legend line for {column}:\n{stdout}"
+        );
+    }
+    let rows = std::fs::read_to_string(dir.path().join("out/timeseries.csv")).unwrap();
+    // 60 minutes at 60 s resolution, for the policy and the oracle.
+    assert_eq!(rows.lines().count(), 1 + 2 * 60, "{rows}");
+}
+
 #[test]
 fn bad_flags_are_usage_errors() {
     let out = bin().args(["run", "--interval", "soon"]).output().unwrap();
