@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use mrgc_autoscaler::app::policy_files;
 use mrgc_autoscaler::core::policy::PolicySet;
 
+mod generate;
 mod history;
 mod policy;
 mod run;
@@ -80,6 +81,11 @@ enum Command {
     Tables(TablesCommand),
     /// Print a pool's recorded decisions with their reasons, newest first.
     History(HistoryArgs),
+}
+
+/// The command line's definition, for the generators.
+pub(super) fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
 }
 
 pub(super) fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -155,9 +161,15 @@ pub(super) mod bounded {
 pub(super) const EXIT_CONFIG: u8 = 78;
 
 pub fn main() -> ExitCode {
+    // `generate` (man pages, completions, references; for packaging and docs) is a hidden
+    // subcommand parsed on its own, so what it generates from `Cli` does not list it.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "generate") {
+        return generate::main(&args[1..]);
+    }
     // Bad flags or environment values exit 64 (EX_USAGE), like every other usage error;
     // --help and --version exit 0.
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(&args) {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
