@@ -629,6 +629,43 @@ fn the_image_builds_locked_and_exposes_the_metrics_port() {
     let stages = d.lines().filter(|l| l.starts_with("FROM ")).count();
     assert!(stages >= 2, "a multi-stage build");
     assert!(d.contains("MRGC_LISTEN=0.0.0.0:9464"));
+
+    // Everything the build reads is in the context and copied: the build script, and every
+    // file the sources compile in (include_str!).
+    let ignore = read("deploy/docker/Dockerfile.dockerignore");
+    let mut needed = vec!["build.rs".to_string()];
+    let mut dirs = vec![repo().join("src")];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+                continue;
+            }
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            for part in text.split("include_str!(\"").skip(1) {
+                let rel = part.split('"').next().unwrap();
+                let abs = p.parent().unwrap().join(rel);
+                let abs = abs
+                    .canonicalize()
+                    .unwrap_or_else(|e| panic!("{}: {e}", abs.display()));
+                let under = abs.strip_prefix(repo().canonicalize().unwrap()).unwrap();
+                if !under.starts_with("src") {
+                    needed.push(under.display().to_string());
+                }
+            }
+        }
+    }
+    for f in needed {
+        assert!(
+            d.lines().any(|l| l.starts_with("COPY ") && l.contains(&f)),
+            "the Dockerfile does not copy {f}, which the build reads"
+        );
+        assert!(
+            ignore.lines().any(|l| l.trim() == format!("!{f}")),
+            "deploy/docker/Dockerfile.dockerignore keeps {f} out of the build context"
+        );
+    }
 }
 
 #[test]
