@@ -677,7 +677,7 @@ fn the_systemd_unit_is_hardened() {
         .filter(|l| !l.starts_with('#') && l.contains('='))
         .collect();
     for want in [
-        "ExecStart=/usr/local/bin/mrgc-autoscaler run --backend aws",
+        "ExecStart=/usr/bin/mrgc-autoscaler run --backend aws",
         "ExecReload=/bin/kill -HUP $MAINPID",
         "KillSignal=SIGTERM",
         "Restart=on-failure",
