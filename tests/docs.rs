@@ -1,8 +1,9 @@
 //! The documentation against the code: the reference pages in docs/reference/ are what the
 //! binary generates from its command line and its metrics registry (run scripts/docs after
-//! changing a flag or a metric), and the man pages and shell completions generate.
+//! changing a flag or a metric), the man pages and shell completions generate, every relative
+//! link in the README and docs/ resolves, and the example policies in docs/policy.md are valid.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn repo() -> PathBuf {
@@ -141,4 +142,173 @@ fn man_pages_and_completions_generate_for_every_subcommand() {
     ] {
         assert!(dir.path().join(f).is_file(), "{f}");
     }
+}
+
+/// Every Markdown file of the book and the README.
+fn markdown_files() -> Vec<PathBuf> {
+    let mut out = vec![repo().join("README.md"), repo().join("deploy/RUNBOOK.md")];
+    let mut dirs = vec![repo().join("docs")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "md") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim_start_matches('#')
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+fn anchors(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut in_code = false;
+    let mut out = Vec::new();
+    for l in text.lines() {
+        if l.starts_with("```") {
+            in_code = !in_code;
+        } else if !in_code && l.starts_with('#') {
+            out.push(anchor(l));
+        }
+    }
+    out
+}
+
+/// `[text](target)` links outside code.
+fn links(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut in_code = false;
+    for l in text.lines() {
+        if l.starts_with("```") {
+            in_code = !in_code;
+            continue;
+        }
+        if in_code {
+            continue;
+        }
+        let mut rest = l;
+        while let Some(i) = rest.find("](") {
+            let after = &rest[i + 2..];
+            let Some(j) = after.find(')') else { break };
+            out.push(after[..j].to_string());
+            rest = &after[j..];
+        }
+    }
+    out
+}
+
+#[test]
+fn every_relative_link_in_the_docs_resolves() {
+    let mut broken = Vec::new();
+    for file in markdown_files() {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for link in links(&text) {
+            if link.starts_with("http://") || link.starts_with("https://") {
+                continue;
+            }
+            let (path, frag) = link.split_once('#').unwrap_or((&link, ""));
+            let target = if path.is_empty() {
+                file.clone()
+            } else {
+                file.parent().unwrap().join(path)
+            };
+            let rel = file.strip_prefix(repo()).unwrap().display().to_string();
+            if !target.exists() {
+                broken.push(format!("{rel}: {link} (no such file)"));
+            } else if !frag.is_empty()
+                && target.extension().is_some_and(|x| x == "md")
+                && !anchors(&target).iter().any(|a| a == frag)
+            {
+                broken.push(format!("{rel}: {link} (no such heading)"));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+}
+
+#[test]
+fn the_book_has_its_pages_and_leaves_a_place_for_the_results() {
+    for page in [
+        "docs/install.md",
+        "docs/operations.md",
+        "docs/policy.md",
+        "docs/simulation.md",
+        "docs/architecture.md",
+        "docs/reference/configuration.md",
+        "docs/reference/metrics.md",
+    ] {
+        assert!(repo().join(page).is_file(), "{page}");
+        assert!(
+            std::fs::read_to_string(repo().join("README.md"))
+                .unwrap()
+                .contains(
+                    page.trim_start_matches("docs/")
+                        .split('/')
+                        .next_back()
+                        .unwrap()
+                ),
+            "the README does not point at {page}"
+        );
+    }
+    let sim = std::fs::read_to_string(repo().join("docs/simulation.md")).unwrap();
+    assert!(
+        sim.lines().any(|l| l == "## Results"),
+        "docs/simulation.md has no Results section"
+    );
+}
+
+/// The ```toml examples of docs/policy.md that are whole policies (they name a pool) pass the
+/// same validator as policy files.
+#[test]
+fn the_policy_examples_are_valid() {
+    use mrgc_autoscaler::core::policy::{PolicySource, parse_sources};
+    let text = std::fs::read_to_string(repo().join("docs/policy.md")).unwrap();
+    let mut examples = Vec::new();
+    let mut cur: Option<String> = None;
+    for l in text.lines() {
+        match (&mut cur, l) {
+            (None, "```toml") => cur = Some(String::new()),
+            (Some(s), "```") => {
+                examples.push(std::mem::take(s));
+                cur = None;
+            }
+            (Some(s), l) => {
+                s.push_str(l);
+                s.push('\n');
+            }
+            _ => {}
+        }
+    }
+    let policies: Vec<&String> = examples
+        .iter()
+        .filter(|e| e.starts_with("pool = "))
+        .collect();
+    assert!(policies.len() >= 2, "{examples:?}");
+    let mut slo = false;
+    for (i, e) in policies.iter().enumerate() {
+        let set = parse_sources(&[PolicySource {
+            path: PathBuf::from(format!("docs/policy.md example {}", i + 1)),
+            text: e.to_string(),
+        }])
+        .unwrap_or_else(|err| panic!("{err}\n{e}"));
+        slo |= set.pools.values().any(|p| p.slo.is_some());
+    }
+    assert!(slo, "no [slo] example");
 }

@@ -98,7 +98,7 @@ fn the_debian_package_installs_the_controller_as_a_service_that_is_not_enabled()
         "/usr/share/fish/vendor_completions.d/mrgc-autoscaler.fish",
         "/usr/share/doc/mrgc-autoscaler/RUNBOOK.md",
         "/usr/share/doc/mrgc-autoscaler/copyright",
-        "/usr/share/doc/mrgc-autoscaler/docs/reference/configuration.md",
+        "/usr/share/doc/mrgc-autoscaler/docs/install.md",
     ] {
         assert_eq!(mode(p), "-rw-r--r--", "{p}");
     }
