@@ -662,3 +662,30 @@ async fn a_new_candidate_starts_with_a_fresh_history_and_is_recorded_at_once() {
     assert!(s.recorded);
     assert!(r.decisions().iter().any(|d| d.policy_hash == other.hash));
 }
+
+/// The counters alerts watch for a first failure exist at 0 from a pool's first cycle, also
+/// when a new leader's warm-up read the pool's history before it.
+#[tokio::test]
+async fn failure_counters_start_at_zero_after_a_warm_up_too() {
+    let r = region();
+    traffic(&r, T0 - 300_000, T0, 20.0, 10.0);
+    let p = policies();
+    let mut rec = reconciler(&r, false);
+    rec.warm_history(&p, T0).await;
+    rec.reconcile_all(&p, T0, &Leadership::sole()).await;
+    let text = rec.metrics().render();
+    for pool in ["model-a", "model-b"] {
+        let drains = [("pool", pool), ("region", REGION), ("step", "failed")];
+        let results = [("pool", pool), ("region", REGION), ("result", "failed")];
+        assert_eq!(
+            sample(&text, "mrgc_autoscaler_drains_total", &drains),
+            Some(0.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(&text, "mrgc_autoscaler_decision_results_total", &results),
+            Some(0.0),
+            "{text}"
+        );
+    }
+}

@@ -179,6 +179,8 @@ pub struct Reconciler {
     shadow_pools: HashMap<String, PoolState>,
     /// A candidate policy set evaluated beside the live one, never acted on.
     shadow: Option<Arc<PolicySet>>,
+    /// Pools whose failure counters were started at 0 (`Metrics::init_pool`).
+    counted: std::collections::HashSet<String>,
 }
 
 const BACKOFF_BASE_MS: i64 = 1_000;
@@ -194,6 +196,7 @@ impl Reconciler {
             pools: HashMap::new(),
             shadow_pools: HashMap::new(),
             shadow: None,
+            counted: std::collections::HashSet::new(),
         }
     }
 
@@ -280,9 +283,11 @@ impl Reconciler {
             if policy.region(&self.settings.region).is_none() {
                 continue;
             }
-            if !self.pools.contains_key(&policy.pool) {
-                // Its failure counters start at 0, so alerts see the first failure.
+            // Its failure counters start at 0, so alerts see the first failure. (Not keyed on
+            // `pools`: a new leader's warm-up may have made its state already.)
+            if !self.counted.contains(&policy.pool) {
                 self.metrics.init_pool(&policy.pool);
+                self.counted.insert(policy.pool.clone());
             }
             let st = self.pools.entry(policy.pool.clone()).or_default();
             if st.next_try_ms > now_ms {
