@@ -114,7 +114,7 @@ fn bench_cycle(pools: usize, instances_per_pool: u32, cycles: usize) {
             dry_run: false,
             record_heartbeat: Duration::from_secs(600),
         },
-        Metrics::new(),
+        Metrics::new("us-east-1"),
     );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -73,7 +73,7 @@ async fn every_pool_goes_in_one_call_as_one_distribution_per_region_at_most_once
         })
         .then_output(|| PutMetricDataOutput::builder().build());
     let cw = mock_client!(aws_sdk_cloudwatch, RuleMode::MatchAny, &[&rule]);
-    let metrics = Metrics::new();
+    let metrics = Metrics::new("us-east-1");
     let aws = backends(cw, &metrics);
     let sink = aws
         .gauges
@@ -131,7 +131,7 @@ async fn a_rejected_publish_is_a_permanent_error_and_counted() {
         )
     });
     let cw = mock_client!(aws_sdk_cloudwatch, RuleMode::MatchAny, &[&rule]);
-    let metrics = Metrics::new();
+    let metrics = Metrics::new("us-east-1");
     let aws = backends(cw, &metrics);
     let sink = aws.gauges.clone().expect("gauges");
     let g = PoolGauges {

@@ -2,10 +2,17 @@
 
 use std::process::Command;
 
+use mrgc_autoscaler::telemetry::sample;
+
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_mrgc-autoscaler"));
     c.current_dir(env!("CARGO_MANIFEST_DIR"));
     c.env_remove("RUST_LOG");
+    // The embedded run's decision log goes under target/, not into the repository.
+    c.env(
+        "MRGC_STATE_DIR",
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-state"),
+    );
     c
 }
 
@@ -177,6 +184,386 @@ fn run_on_the_embedded_region_scales_every_pool_up_and_down_within_an_hour() {
     assert!(last.starts_with("stopped after +01:00:"), "{last}");
 }
 
+/// The first screen says what it is doing: the policy in force for each pool, that the replay
+/// loops, what it shows; then only the decisions that change something and a summary line per
+/// pool every 10 controller-minutes. `--verbose` adds every hold.
+#[test]
+fn the_embedded_run_explains_itself_and_keeps_holds_for_verbose() {
+    let out = bin()
+        .args([
+            "run",
+            "--duration",
+            "65m",
+            "--speed",
+            "3600",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.starts_with("backend: local (embedded in-memory region us-east-1, traffic replay at 3600x), policy files in policies (hash "),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("policies policies"), "{stdout}");
+    // model-a's shipped policy: band 1.4-1.5, setpoint 1.45, 5 spare; us-east-1 overrides min.
+    assert!(
+        stdout.contains(
+            "pool model-a    policy: band 1.4–1.5 RPS per instance, setpoint 1.45 + 5 spare; min 6 max 240, 1 scheduled minimum; launch 6m"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("replay: azure-llm-2023-conv lasts 58m 23s of controller time")
+            && stdout.contains("it loops when it ends"),
+        "{stdout}"
+    );
+    // The 3503 s trace wraps once within 65 minutes.
+    assert!(
+        stdout.contains("+00:58:23 replay: azure-llm-2023-conv ended and loops"),
+        "{stdout}"
+    );
+    let decisions: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with('+') && l.contains(" us-east-1 model-"))
+        .collect();
+    assert!(
+        decisions.iter().all(|l| !l.contains(" none ")),
+        "a hold printed without --verbose:\n{stdout}"
+    );
+    for pool in ["model-a", "model-b", "model-c"] {
+        let summaries: Vec<&&str> = decisions
+            .iter()
+            .filter(|l| l.contains(&format!(" {pool} ")) && l.contains(" summary "))
+            .collect();
+        // At +10, +20, ..., +60 minutes of controller time.
+        assert_eq!(summaries.len(), 6, "{pool}:\n{stdout}");
+        assert!(
+            summaries[0].contains("since +00:00:00: "),
+            "{}",
+            summaries[0]
+        );
+        assert!(
+            summaries
+                .iter()
+                .all(|l| l.contains(" holds") || l.contains(" hold"))
+        );
+    }
+
+    let out = bin()
+        .args([
+            "run",
+            "--duration",
+            "5m",
+            "--speed",
+            "3600",
+            "--listen",
+            "127.0.0.1:0",
+            "-v",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.lines().any(|l| l.contains(" model-a ")
+            && l.contains(" none ")
+            && l.contains("within_band: ")),
+        "--verbose shows every hold:\n{stdout}"
+    );
+    let out = bin()
+        .args([
+            "run",
+            "--duration",
+            "5m",
+            "--speed",
+            "3600",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("MRGC_VERBOSE", "true")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(" none "));
+}
+
+/// The embedded run keeps its decision log in --state-dir; `history --backend local` reads it
+/// as `history` reads the table: newest first, text or JSON lines.
+#[test]
+fn history_reads_the_embedded_runs_decisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args([
+            "run",
+            "--duration",
+            "30m",
+            "--speed",
+            "3600",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--state-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "decisions: recorded in {}/decisions.jsonl",
+            dir.path().display()
+        )),
+        "{stdout}"
+    );
+    let scale_ups = stdout
+        .lines()
+        .filter(|l| l.contains(" model-a ") && l.contains(" scale-up "))
+        .count();
+    assert!(scale_ups >= 1, "{stdout}");
+
+    let out = bin()
+        .args([
+            "history",
+            "--backend",
+            "local",
+            "--pool",
+            "model-a",
+            "--since",
+            "1d",
+        ])
+        .arg("--state-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(!lines.is_empty());
+    assert!(lines.iter().all(|l| l.contains(" us-east-1 ")), "{text}");
+    assert_eq!(
+        lines.iter().filter(|l| l.contains(" scale-up ")).count(),
+        scale_ups,
+        "every scale-up the run printed is in the log:\n{text}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("applied above_band: ")),
+        "{text}"
+    );
+
+    let out = bin()
+        .args([
+            "history",
+            "--backend",
+            "local",
+            "--pool",
+            "model-a",
+            "--json",
+            "--since",
+            "1d",
+        ])
+        .env("MRGC_STATE_DIR", dir.path())
+        .output()
+        .unwrap();
+    let json: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON object per line"))
+        .collect();
+    assert_eq!(json.len(), lines.len());
+    let stamps: Vec<&str> = json
+        .iter()
+        .map(|j| j["timestamp"].as_str().unwrap())
+        .collect();
+    let mut sorted = stamps.clone();
+    sorted.sort_by(|a, b| {
+        b.parse::<f64>()
+            .unwrap()
+            .total_cmp(&a.parse::<f64>().unwrap())
+    });
+    assert_eq!(stamps, sorted, "newest first");
+    assert!(
+        json.iter()
+            .all(|j| j["model_pool"] == "model-a" && j["policy_hash"].is_string())
+    );
+
+    // No log there: a usage error that says how to make one.
+    let out = bin()
+        .args(["history", "--backend", "local", "--pool", "model-a"])
+        .arg("--state-dir")
+        .arg(dir.path().join("nothing"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mrgc-autoscaler run"));
+}
+
+#[test]
+fn version_names_the_version_commit_and_build_date() {
+    let out = bin().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let v = String::from_utf8_lossy(&out.stdout);
+    let line = v.trim();
+    let rest = line
+        .strip_prefix(&format!(
+            "mrgc-autoscaler {} (commit ",
+            env!("CARGO_PKG_VERSION")
+        ))
+        .unwrap_or_else(|| panic!("{line}"));
+    let (commit, built) = rest
+        .strip_suffix(')')
+        .and_then(|r| r.split_once(", built "))
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(
+        commit == "unknown" || (commit.len() >= 7 && commit.chars().all(|c| c.is_ascii_hexdigit())),
+        "{line}"
+    );
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(built).is_ok() && built.ends_with('Z'),
+        "{line}"
+    );
+}
+
+#[test]
+fn help_names_the_program_whatever_the_executable_is_called() {
+    let dir = tempfile::tempdir().unwrap();
+    let renamed = dir.path().join("some-other-name");
+    std::fs::copy(env!("CARGO_BIN_EXE_mrgc-autoscaler"), &renamed).unwrap();
+    for args in [vec!["--help"], vec!["run", "--help"]] {
+        let out = Command::new(&renamed).args(&args).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains("Usage: mrgc-autoscaler"), "{args:?}: {text}");
+        assert!(!text.contains("some-other-name"), "{text}");
+    }
+}
+
+/// `run --backend aws` takes its region from --region/MRGC_REGION, else AWS_REGION, else
+/// AWS_DEFAULT_REGION, and refuses to start (64) without one.
+#[test]
+fn run_on_aws_finds_its_region_in_the_sdks_variables_or_exits_64() {
+    let aws = |env: &[(&str, &str)]| {
+        let mut c = bin();
+        c.args([
+            "run",
+            "--backend",
+            "aws",
+            "--table-prefix",
+            "t",
+            "--listen",
+            "127.0.0.1:0",
+        ]);
+        for k in ["MRGC_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"] {
+            c.env_remove(k);
+        }
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, err) = aws(&[]);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(
+        err.contains("--backend aws needs a region: pass --region (MRGC_REGION) or set AWS_REGION"),
+        "{err}"
+    );
+    // A region no policy has stops before any AWS call (78), naming the region it took.
+    for (k, region) in [
+        ("AWS_REGION", "eu-west-9"),
+        ("AWS_DEFAULT_REGION", "eu-west-8"),
+        ("MRGC_REGION", "eu-west-7"),
+    ] {
+        let (code, err) = aws(&[(k, region)]);
+        assert_eq!(code, Some(78), "{k}: {err}");
+        assert!(
+            err.contains(&format!("no pool has a policy for region {region}")),
+            "{k}: {err}"
+        );
+    }
+    let (code, err) = aws(&[("MRGC_REGION", "eu-west-7"), ("AWS_REGION", "eu-west-9")]);
+    assert_eq!(code, Some(78));
+    assert!(err.contains("region eu-west-7"), "MRGC_REGION wins: {err}");
+}
+
+/// Every flag of `policy explain` and `simulate` has an MRGC_* twin; the simulator's table has
+/// a legend.
+#[test]
+fn explain_and_simulate_read_their_flags_from_the_environment() {
+    let out = bin()
+        .args(["policy", "explain"])
+        .env("MRGC_POOL", "model-a")
+        .env("MRGC_REGION", "us-west-2")
+        .env("MRGC_EXPLAIN_RPS", "90")
+        .env("MRGC_EXPLAIN_SERVING", "50")
+        .env("MRGC_EXPLAIN_AT", "2026-11-22T03:00:00Z")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("decision    scale-up to 68"), "{stdout}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("flat.csv");
+    let mut csv = String::from("timestamp_s,rps\n");
+    for m in 0..60 {
+        csv.push_str(&format!("{},{}\n", m * 60, 20 + (m % 7)));
+    }
+    std::fs::write(&trace, csv).unwrap();
+    let out = bin()
+        .arg("simulate")
+        .env("MRGC_SIM_TRACE", &trace)
+        .env("MRGC_SIM_POOL", "model-c")
+        .env("MRGC_SIM_MEAN_RPS", "20")
+        .env("MRGC_SIM_LAUNCH_TIME", "4m")
+        .env("MRGC_SIM_SEED", "3")
+        .env("MRGC_SIM_BASELINES", "oracle")
+        .env("MRGC_SIM_RESOLUTION", "60")
+        .env("MRGC_SIM_OUT", dir.path().join("out"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("model-c") && stdout.contains("[oracle]"),
+        "{stdout}"
+    );
+    for column in [
+        "inst-hours  ",
+        "cost  ",
+        "over-%  ",
+        "short-s  ",
+        "ups, downs  ",
+        "peak  ",
+        "util  ",
+        "×oracle  ",
+        "[name]  ",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(column)),
+            "no legend line for {column}:\n{stdout}"
+        );
+    }
+    let rows = std::fs::read_to_string(dir.path().join("out/timeseries.csv")).unwrap();
+    // 60 minutes at 60 s resolution, for the policy and the oracle.
+    assert_eq!(rows.lines().count(), 1 + 2 * 60, "{rows}");
+}
+
 #[test]
 fn bad_flags_are_usage_errors() {
     let out = bin().args(["run", "--interval", "soon"]).output().unwrap();
@@ -226,12 +613,13 @@ fn http_get(addr: &str, path: &str) -> (u16, String) {
     )
 }
 
-/// Poll `/metrics` until it contains `needle` (at most ~10 s), returning the last text.
-fn wait_for_metric(addr: &str, needle: &str) -> String {
+/// Poll `/metrics` until the series `name{labels}` has `value` (at most ~10 s), returning the
+/// last text.
+fn wait_for_metric(addr: &str, name: &str, labels: &[(&str, &str)], value: f64) -> String {
     let mut text = String::new();
     for _ in 0..100 {
         text = http_get(addr, "/metrics").1;
-        if text.contains(needle) {
+        if sample(&text, name, labels) == Some(value) {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
@@ -303,8 +691,42 @@ fn run_serves_its_endpoints_reloads_on_sighup_and_exits_0_on_sigterm() {
         .unwrap()
         .to_string();
     wait_line(&|l| l.contains("leader of us-east-1 (epoch 1)"));
-    let text = wait_for_metric(&addr, "mrgc_autoscaler_leader 1");
-    assert!(text.contains("mrgc_autoscaler_leader 1"), "{text}");
+    let region = [("region", "us-east-1")];
+    let text = wait_for_metric(&addr, "mrgc_autoscaler_leader", &region, 1.0);
+    assert_eq!(
+        sample(&text, "mrgc_autoscaler_leader", &region),
+        Some(1.0),
+        "{text}"
+    );
+    // The build it runs, and the region on every series.
+    let build = [
+        ("version", env!("CARGO_PKG_VERSION")),
+        ("commit", mrgc_autoscaler::telemetry::COMMIT),
+        ("built", mrgc_autoscaler::telemetry::BUILT),
+        ("region", "us-east-1"),
+    ];
+    assert_eq!(
+        sample(&text, "mrgc_autoscaler_build_info", &build),
+        Some(1.0),
+        "{text}"
+    );
+    for pool in ["model-a", "model-b", "model-c"] {
+        let labels = [("pool", pool), ("region", "us-east-1")];
+        let max = sample(&text, "mrgc_autoscaler_pool_max", &labels).expect("pool_max");
+        let min = sample(&text, "mrgc_autoscaler_pool_min", &labels).expect("pool_min");
+        assert!(min >= 1.0 && min <= max, "{pool}: min {min} max {max}");
+        let failed = [("pool", pool), ("region", "us-east-1"), ("step", "failed")];
+        assert_eq!(
+            sample(&text, "mrgc_autoscaler_drains_total", &failed),
+            Some(0.0)
+        );
+    }
+    assert!(
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .all(|l| l.contains("region=\"us-east-1\"")),
+        "{text}"
+    );
     let (code, body) = http_get(&addr, "/readyz");
     assert_eq!(code, 200, "{body}");
     assert!(body.starts_with("ready: leader (epoch 1)"), "{body}");
@@ -316,13 +738,13 @@ fn run_serves_its_endpoints_reloads_on_sighup_and_exits_0_on_sigterm() {
         "pool = \"model-a\"\nmin = 10\nmax = 5\n[regions.us-east-1]\nasg = \"g\"\n",
     )
     .unwrap();
-    let rejected =
-        |n: u32| format!("mrgc_autoscaler_policy_reloads_total{{result=\"rejected\"}} {n}");
-    let text = wait_for_metric(&addr, &rejected(1));
-    assert!(text.contains(&rejected(1)), "{text}");
+    let reloads = "mrgc_autoscaler_policy_reloads_total";
+    let rejected = [("region", "us-east-1"), ("result", "rejected")];
+    let text = wait_for_metric(&addr, reloads, &rejected, 1.0);
+    assert_eq!(sample(&text, reloads, &rejected), Some(1.0), "{text}");
     signal(&child, "HUP");
-    let text = wait_for_metric(&addr, &rejected(2));
-    assert!(text.contains(&rejected(2)), "{text}");
+    let text = wait_for_metric(&addr, reloads, &rejected, 2.0);
+    assert_eq!(sample(&text, reloads, &rejected), Some(2.0), "{text}");
     assert_eq!(http_get(&addr, "/readyz").0, 200, "still ready");
 
     signal(&child, "TERM");

@@ -110,7 +110,7 @@ async fn start(
             .interceptor(calls.clone())
             .build(),
     );
-    let metrics = Metrics::new();
+    let metrics = Metrics::new(REGION);
     let mut opts = AwsOptions::new(REGION, &env.prefix, Some(env.endpoint.clone()));
     // moto cannot speak CloudWatch's CBOR protocol; the plan is asked without it too.
     opts.cloudwatch = false;

@@ -3,7 +3,7 @@
 //! the policies ConfigMap equal to policies/), every region's overlay as `kubectl kustomize`
 //! renders it (its region, the monitoring component equal to the rule file and the dashboard),
 //! the Dockerfile and systemd unit, every PromQL expression of the alert rules and the Grafana
-//! dashboard (they must parse and name only metrics that `Metrics::new()` exports), and the
+//! dashboard (they must parse and name only metrics that `Metrics::new` exports), and the
 //! promtool unit tests of the rules (every alert fires in one and stays silent in another).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -629,6 +629,43 @@ fn the_image_builds_locked_and_exposes_the_metrics_port() {
     let stages = d.lines().filter(|l| l.starts_with("FROM ")).count();
     assert!(stages >= 2, "a multi-stage build");
     assert!(d.contains("MRGC_LISTEN=0.0.0.0:9464"));
+
+    // Everything the build reads is in the context and copied: the build script, and every
+    // file the sources compile in (include_str!).
+    let ignore = read("deploy/docker/Dockerfile.dockerignore");
+    let mut needed = vec!["build.rs".to_string()];
+    let mut dirs = vec![repo().join("src")];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+                continue;
+            }
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            for part in text.split("include_str!(\"").skip(1) {
+                let rel = part.split('"').next().unwrap();
+                let abs = p.parent().unwrap().join(rel);
+                let abs = abs
+                    .canonicalize()
+                    .unwrap_or_else(|e| panic!("{}: {e}", abs.display()));
+                let under = abs.strip_prefix(repo().canonicalize().unwrap()).unwrap();
+                if !under.starts_with("src") {
+                    needed.push(under.display().to_string());
+                }
+            }
+        }
+    }
+    for f in needed {
+        assert!(
+            d.lines().any(|l| l.starts_with("COPY ") && l.contains(&f)),
+            "the Dockerfile does not copy {f}, which the build reads"
+        );
+        assert!(
+            ignore.lines().any(|l| l.trim() == format!("!{f}")),
+            "deploy/docker/Dockerfile.dockerignore keeps {f} out of the build context"
+        );
+    }
 }
 
 #[test]
@@ -640,7 +677,7 @@ fn the_systemd_unit_is_hardened() {
         .filter(|l| !l.starts_with('#') && l.contains('='))
         .collect();
     for want in [
-        "ExecStart=/usr/local/bin/mrgc-autoscaler run --backend aws",
+        "ExecStart=/usr/bin/mrgc-autoscaler run --backend aws",
         "ExecReload=/bin/kill -HUP $MAINPID",
         "KillSignal=SIGTERM",
         "Restart=on-failure",
@@ -735,21 +772,11 @@ fn metric_names(expr: &str) -> Result<Vec<String>, String> {
     Ok(names.0)
 }
 
-/// Metrics that the alerts and the dashboard use and that `Metrics::new()` does not export yet:
-/// they are being added on main (the effective max and min of the last decision, per pool and
-/// region; the build's version, commit and date). Remove this list when that work is merged:
-/// `pending_metrics_are_not_exported_yet` fails once they are.
-const PENDING_ON_MAIN: [&str; 3] = [
-    "mrgc_autoscaler_pool_max",
-    "mrgc_autoscaler_pool_min",
-    "mrgc_autoscaler_build_info",
-];
-
 /// Every name a Prometheus server can hold for the controller's metrics (histograms add
-/// `_bucket`, `_sum` and `_count` series), and the names pending on main.
+/// `_bucket`, `_sum` and `_count` series).
 fn exported() -> BTreeSet<String> {
-    let m = Metrics::new();
-    let mut out: BTreeSet<String> = PENDING_ON_MAIN.iter().map(|n| n.to_string()).collect();
+    let m = Metrics::new("us-east-1");
+    let mut out: BTreeSet<String> = BTreeSet::new();
     for n in m.names() {
         out.insert(n.clone());
         for suffix in ["_bucket", "_sum", "_count"] {
@@ -757,17 +784,6 @@ fn exported() -> BTreeSet<String> {
         }
     }
     out
-}
-
-#[test]
-fn pending_metrics_are_not_exported_yet() {
-    let m = Metrics::new();
-    for n in PENDING_ON_MAIN {
-        assert!(
-            !m.names().iter().any(|e| e == n),
-            "{n} is exported now: remove it from PENDING_ON_MAIN in tests/deploy_manifests.rs"
-        );
-    }
 }
 
 fn check_expr(expr: &str, exported: &BTreeSet<String>) -> Result<Vec<String>, String> {
@@ -925,12 +941,8 @@ fn every_alert_names_exported_metrics_and_links_its_runbook_section() {
     assert_eq!(s(no_leader, "for"), "1m");
 }
 
-/// The reconcile histogram's buckets (src/app/metrics.rs; being extended on main to these):
-/// MrgcAutoscalerReconcileSlow's threshold must lie below the top finite bucket, or
-/// histogram_quantile could never exceed it.
-const RECONCILE_BUCKETS: [f64; 15] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0,
-];
+/// The reconcile histogram's buckets, as the controller exports them.
+const RECONCILE_BUCKETS: [f64; 15] = mrgc_autoscaler::telemetry::RECONCILE_BUCKETS;
 
 #[test]
 fn the_slow_reconcile_threshold_lies_inside_the_histogram() {

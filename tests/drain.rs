@@ -14,6 +14,7 @@ use mrgc_autoscaler::core::policy::{PolicySource, parse_sources};
 use mrgc_autoscaler::core::{
     Action, Health, InstanceRecord, InstanceState, Outcome, PolicySet, Validation,
 };
+use mrgc_autoscaler::telemetry::sample;
 
 mod fixtures;
 use fixtures::{REGION, T0, reconciler};
@@ -192,10 +193,12 @@ async fn scale_in_drains_victims_in_order_and_terminates_each_with_a_decrement()
         ("terminated_empty", 3),
         ("terminated_timeout", 2),
     ] {
-        let line = format!(
-            "mrgc_autoscaler_drains_total{{pool=\"model-a\",region=\"us-east-1\",step=\"{step}\"}} {n}"
+        let labels = [("pool", "model-a"), ("region", "us-east-1"), ("step", step)];
+        assert_eq!(
+            sample(&m, "mrgc_autoscaler_drains_total", &labels),
+            Some(f64::from(n)),
+            "{step} in\n{m}"
         );
-        assert!(m.contains(&line), "{line} in\n{m}");
     }
 }
 

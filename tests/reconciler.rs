@@ -13,10 +13,13 @@ use mrgc_autoscaler::app::{Leadership, PoolError, Settings};
 use mrgc_autoscaler::core::policy::{PolicySource, parse_sources};
 use mrgc_autoscaler::core::{Action, Outcome, ReasonCode};
 use mrgc_autoscaler::ports::{DecisionLog, Fence, LeaseStore, PortError};
-use mrgc_autoscaler::telemetry::Metrics;
+use mrgc_autoscaler::telemetry::{Metrics, sample};
 
 mod fixtures;
 use fixtures::{REGION, T0, policies, reconciler, region, shadow_policy, traffic};
+
+/// model-a's per-pool series.
+const MODEL_A: [(&str, &str); 2] = [("pool", "model-a"), ("region", REGION)];
 
 #[tokio::test]
 async fn the_loop_scales_up_waits_for_launches_then_scales_down() {
@@ -131,7 +134,16 @@ async fn one_pools_failure_never_stops_the_others_and_it_backs_off() {
         .await;
     assert_eq!(c.pools.len(), 2);
     let errors = rec.metrics().render();
-    assert!(errors.contains("mrgc_autoscaler_reconcile_errors_total{kind=\"inventory\",pool=\"model-b\",region=\"us-east-1\"} 1"), "{errors}");
+    let labels = [
+        ("kind", "inventory"),
+        ("pool", "model-b"),
+        ("region", "us-east-1"),
+    ];
+    assert_eq!(
+        sample(&errors, "mrgc_autoscaler_reconcile_errors_total", &labels),
+        Some(1.0),
+        "{errors}"
+    );
 }
 
 #[tokio::test]
@@ -200,10 +212,13 @@ async fn a_follower_observes_but_neither_acts_nor_records() {
         && !x.recorded));
     assert_eq!(r.calls().set_desired, 0);
     assert_eq!(r.calls().appends, 0);
-    assert!(
-        rec.metrics()
-            .render()
-            .contains("mrgc_autoscaler_pool_rps{pool=\"model-a\",region=\"us-east-1\"} 40")
+    assert_eq!(
+        sample(
+            &rec.metrics().render(),
+            "mrgc_autoscaler_pool_rps",
+            &MODEL_A
+        ),
+        Some(40.0)
     );
 }
 
@@ -278,7 +293,7 @@ async fn the_service_loop_leads_reconciles_and_releases_on_shutdown() {
     let r = region();
     traffic(&r, T0 - 300_000, T0 + 3_600_000, 20.0, 10.0);
     let clock = Arc::new(TokioClock::starting_at(T0, 1.0));
-    let metrics = Metrics::new();
+    let metrics = Metrics::new(REGION);
     let deps = ServiceDeps {
         backends: r.backends(),
         leases: Arc::new(r.clone()),
@@ -374,9 +389,7 @@ async fn the_launch_time_is_learned_and_exported() {
     }
     let text = rec.metrics().render();
     assert!(
-        text.contains(
-            "mrgc_autoscaler_launch_time_p90_seconds{pool=\"model-a\",region=\"us-east-1\"} 240"
-        ),
+        sample(&text, "mrgc_autoscaler_launch_time_p90_seconds", &MODEL_A) == Some(240.0),
         "{}",
         text.lines()
             .filter(|l| l.contains("launch_time"))
@@ -422,10 +435,13 @@ async fn the_model_load_time_metric_raises_a_launch_time_set_too_short() {
         "a load time within the configured launch time changes nothing"
     );
     let text = rec.metrics().render();
-    assert!(
-        text.contains(
-            "mrgc_autoscaler_model_load_time_p90_seconds{pool=\"model-a\",region=\"us-east-1\"} 480"
+    assert_eq!(
+        sample(
+            &text,
+            "mrgc_autoscaler_model_load_time_p90_seconds",
+            &MODEL_A
         ),
+        Some(480.0),
         "{text}"
     );
     // Too few samples: no hint.
@@ -483,7 +499,20 @@ async fn a_shadow_policy_is_recorded_beside_the_live_one_and_never_acts() {
     assert_eq!(shadow_rec.key.slot(), 1);
     assert_eq!(shadow_rec.result, Outcome::Skipped("shadow policy".into()));
     assert_eq!(r.asg("asg-model-a").unwrap().desired, 8);
-    assert!(rec.metrics().render().contains("mrgc_autoscaler_shadow_decisions_total{action=\"scale-up\",pool=\"model-a\",reason_code=\"above_band\",region=\"us-east-1\"} 1"));
+    let labels = [
+        ("action", "scale-up"),
+        ("pool", "model-a"),
+        ("reason_code", "above_band"),
+        ("region", "us-east-1"),
+    ];
+    assert_eq!(
+        sample(
+            &rec.metrics().render(),
+            "mrgc_autoscaler_shadow_decisions_total",
+            &labels
+        ),
+        Some(1.0)
+    );
 }
 
 /// A one-pool candidate for model-a with extra TOML after the bounds.
@@ -549,10 +578,9 @@ async fn the_live_policy_acts_while_the_shadow_one_only_records_from_the_same_re
     assert!(!live_recs[0].dry_run && live_recs[0].key.slot() == 0);
     assert_eq!(live_recs[0].result, Outcome::Applied);
     let text = rec.metrics().render();
-    assert!(
-        text.contains(
-            "mrgc_autoscaler_shadow_pool_desired{pool=\"model-a\",region=\"us-east-1\"} 8"
-        ),
+    assert_eq!(
+        sample(&text, "mrgc_autoscaler_shadow_pool_desired", &MODEL_A),
+        Some(8.0),
         "{text}"
     );
 }
@@ -633,4 +661,31 @@ async fn a_new_candidate_starts_with_a_fresh_history_and_is_recorded_at_once() {
     );
     assert!(s.recorded);
     assert!(r.decisions().iter().any(|d| d.policy_hash == other.hash));
+}
+
+/// The counters alerts watch for a first failure exist at 0 from a pool's first cycle, also
+/// when a new leader's warm-up read the pool's history before it.
+#[tokio::test]
+async fn failure_counters_start_at_zero_after_a_warm_up_too() {
+    let r = region();
+    traffic(&r, T0 - 300_000, T0, 20.0, 10.0);
+    let p = policies();
+    let mut rec = reconciler(&r, false);
+    rec.warm_history(&p, T0).await;
+    rec.reconcile_all(&p, T0, &Leadership::sole()).await;
+    let text = rec.metrics().render();
+    for pool in ["model-a", "model-b"] {
+        let drains = [("pool", pool), ("region", REGION), ("step", "failed")];
+        let results = [("pool", pool), ("region", REGION), ("result", "failed")];
+        assert_eq!(
+            sample(&text, "mrgc_autoscaler_drains_total", &drains),
+            Some(0.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(&text, "mrgc_autoscaler_decision_results_total", &results),
+            Some(0.0),
+            "{text}"
+        );
+    }
 }

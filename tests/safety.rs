@@ -18,7 +18,7 @@ use mrgc_autoscaler::app::{Leadership, PoolError, Settings};
 use mrgc_autoscaler::core::policy::{PolicySource, parse_sources};
 use mrgc_autoscaler::core::{Action, InstanceState, Outcome, PolicySet};
 use mrgc_autoscaler::ports::{Backends, Clock, Inventory, LeaseStore, PoolInventory, PortResult};
-use mrgc_autoscaler::telemetry::Metrics;
+use mrgc_autoscaler::telemetry::{Metrics, sample};
 use tokio::sync::oneshot;
 
 mod fixtures;
@@ -79,7 +79,7 @@ fn start(
             policies,
             opts,
             deps,
-            Metrics::new(),
+            Metrics::new(REGION),
             async {
                 let _ = stopped.await;
             },
@@ -211,7 +211,7 @@ async fn every_action_asks_the_lease_so_a_pause_mid_plan_stops_the_plan() {
             dry_run: false,
             record_heartbeat: Duration::from_secs(600),
         },
-        Metrics::new(),
+        Metrics::new(REGION),
     );
     let mut elector = Elector::new(
         Arc::new(r.clone()),
@@ -388,8 +388,14 @@ async fn an_absurd_rps_sample_is_counted_and_ignored() {
     assert_eq!(a.decision.rps, Some(10.0));
     assert_eq!(r.calls().set_desired, 0);
     let text = rec.metrics().render();
-    assert!(
-        text.contains("bad_items_total{reason=\"implausible\",table=\"metrics\"} 1"),
+    let labels = [
+        ("reason", "implausible"),
+        ("table", "metrics"),
+        ("region", REGION),
+    ];
+    assert_eq!(
+        sample(&text, "mrgc_autoscaler_bad_items_total", &labels),
+        Some(1.0),
         "{text}"
     );
 }

@@ -21,7 +21,7 @@ use mrgc_autoscaler::app::service::{Handover, ServiceDeps, ServiceOptions, run_s
 use mrgc_autoscaler::app::{CycleReport, Settings};
 use mrgc_autoscaler::core::DecisionRecord;
 use mrgc_autoscaler::ports::{Clock, LeaseStore, PortError};
-use mrgc_autoscaler::telemetry::Metrics;
+use mrgc_autoscaler::telemetry::{Metrics, sample};
 
 const T0: i64 = 1_764_000_000_000;
 const REGION: &str = "us-east-1";
@@ -77,6 +77,11 @@ impl Replica {
     }
 }
 
+/// The reload counters' series for `r` (applied, rejected).
+fn result(r: &str) -> [(&str, &str); 2] {
+    [("region", REGION), ("result", r)]
+}
+
 #[derive(Default)]
 struct Start {
     policy_paths: Vec<PathBuf>,
@@ -98,7 +103,7 @@ fn start(r: &MemoryRegion, clock: &TokioClock, id: &str, s: Start) -> Replica {
     };
     let shadow = (!s.shadow_paths.is_empty())
         .then(|| load_paths(&s.shadow_paths).expect("valid shadow policies"));
-    let metrics = Metrics::new();
+    let metrics = Metrics::new(REGION);
     let status = Status::new(Duration::from_secs(30));
     let (stop, stopped) = oneshot::channel::<()>();
     let opts = ServiceOptions {
@@ -192,10 +197,13 @@ async fn a_valid_edit_applies_on_the_next_cycle_and_an_invalid_one_is_rejected()
         "applied on the cycle after the next poll, not later: at +{} ms",
         first_new.at_ms() - edited_at
     );
-    assert!(
-        svc.metrics
-            .render()
-            .contains("mrgc_autoscaler_policy_reloads_total{result=\"applied\"} 1")
+    assert_eq!(
+        sample(
+            &svc.metrics.render(),
+            "mrgc_autoscaler_policy_reloads_total",
+            &result("applied")
+        ),
+        Some(1.0)
     );
     let ready = svc.status.ready().expect("ready");
     assert!(ready.contains(&format!("policy {}", h2[1])), "{ready}");
@@ -210,8 +218,13 @@ async fn a_valid_edit_applies_on_the_next_cycle_and_an_invalid_one_is_rejected()
         "the rejected edit must not replace the running policy"
     );
     let text = svc.metrics.render();
-    assert!(
-        text.contains("mrgc_autoscaler_policy_reloads_total{result=\"rejected\"} 1"),
+    assert_eq!(
+        sample(
+            &text,
+            "mrgc_autoscaler_policy_reloads_total",
+            &result("rejected")
+        ),
+        Some(1.0),
         "{text}"
     );
     let ready = svc
@@ -278,12 +291,22 @@ async fn the_shadow_policy_reloads_and_rejects_on_its_own() {
     tokio::time::sleep(Duration::from_secs(61)).await;
     assert_eq!(shadow_hashes(&r), s1);
     let text = svc.metrics.render();
-    assert!(
-        text.contains("mrgc_autoscaler_shadow_policy_reloads_total{result=\"rejected\"} 1"),
+    assert_eq!(
+        sample(
+            &text,
+            "mrgc_autoscaler_shadow_policy_reloads_total",
+            &result("rejected")
+        ),
+        Some(1.0),
         "{text}"
     );
-    assert!(
-        text.contains("mrgc_autoscaler_policy_reloads_total{result=\"rejected\"} 0"),
+    assert_eq!(
+        sample(
+            &text,
+            "mrgc_autoscaler_policy_reloads_total",
+            &result("rejected")
+        ),
+        Some(0.0),
         "{text}"
     );
     let ready = svc
@@ -424,7 +447,7 @@ async fn endpoints_report_health_readiness_and_metrics() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let status = Status::new(Duration::from_secs(30));
-    let metrics = Metrics::new();
+    let metrics = Metrics::new(REGION);
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(http::serve(
         listener,
@@ -488,7 +511,11 @@ async fn endpoints_report_health_readiness_and_metrics() {
         head.contains("content-type: text/plain; version=0.0.4"),
         "{head}"
     );
-    assert!(body.contains("mrgc_autoscaler_leader 1"), "{body}");
+    assert_eq!(
+        sample(&body, "mrgc_autoscaler_leader", &[("region", REGION)]),
+        Some(1.0),
+        "{body}"
+    );
     assert_eq!(get(addr, "/nope").await.0, 404);
 
     let _ = stop.send(());
@@ -529,9 +556,18 @@ async fn the_service_serves_its_endpoints_and_stops_serving_when_it_stops() {
     assert_eq!(get(addr, "/healthz").await.0, 200);
     let (code, _, body) = get(addr, "/metrics").await;
     assert_eq!(code, 200);
-    assert!(body.contains("mrgc_autoscaler_leader 1"), "{body}");
-    assert!(
-        body.contains("mrgc_autoscaler_reconcile_duration_seconds_count{region=\"us-east-1\"} 1"),
+    assert_eq!(
+        sample(&body, "mrgc_autoscaler_leader", &[("region", REGION)]),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample(
+            &body,
+            "mrgc_autoscaler_reconcile_duration_seconds_count",
+            &[("region", REGION)]
+        ),
+        Some(1.0),
         "{body}"
     );
 

@@ -103,7 +103,6 @@ enum StepError {
 /// Where a plan runs: the pool, its region and its Auto Scaling Group.
 pub(crate) struct Target<'a> {
     pub pool: &'a str,
-    pub region: &'a str,
     pub asg: &'a str,
 }
 
@@ -116,14 +115,9 @@ pub(crate) async fn execute(
     guard: &ActGuard,
     at_ms: i64,
 ) -> Executed {
-    let Target { pool, region, asg } = *target;
+    let Target { pool, asg } = *target;
     let mut out = Executed::default();
-    let count = |step: &str| {
-        metrics
-            .drains
-            .with_label_values(&[pool, region, step])
-            .inc()
-    };
+    let count = |step: &str| metrics.drains.with_label_values(&[pool, step]).inc();
     for step in &plan.steps {
         let is_action = is_action(step);
         let result = match step {

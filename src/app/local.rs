@@ -7,12 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::adapters::memory::MemoryRegion;
-use crate::core::{Action, PolicySet};
+use crate::core::policy::{RegionPolicy, Step};
+use crate::core::{Action, PolicySet, PoolPolicy};
 use crate::ports::Clock;
 use crate::replay::trace::Trace;
 use crate::replay::traffic::{Rate, Scale};
 
 use super::clock::TokioClock;
+use super::decision_file::DecisionFile;
 use super::election::ElectionConfig;
 use super::http::Status;
 use super::reconciler::{CycleReport, Settings};
@@ -48,6 +50,14 @@ pub struct LocalOptions {
     pub policy_poll: Duration,
     pub lease_duration: Duration,
     pub renew_every: Duration,
+    /// Print every decision, holds included (by default only those that change something,
+    /// and a summary per pool every `summary_every`).
+    pub verbose: bool,
+    /// Controller time between per-pool summary lines (None: no summaries).
+    pub summary_every: Option<Duration>,
+    /// Keep the decision log as JSON lines in this directory (`history --backend local`
+    /// reads it); None keeps it in memory only.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl LocalOptions {
@@ -69,6 +79,9 @@ impl LocalOptions {
             policy_poll: Duration::from_secs(5),
             lease_duration: crate::app::election::DEFAULT_LEASE_DURATION,
             renew_every: crate::app::election::DEFAULT_RENEW_EVERY,
+            verbose: false,
+            summary_every: Some(Duration::from_secs(600)),
+            state_dir: None,
         }
     }
 }
@@ -170,10 +183,59 @@ pub async fn run_local<W: Write + Send>(
             trace.name,
             (POOL_OFFSETS_S[i % POOL_OFFSETS_S.len()]) % trace.duration_s().max(1),
         )?;
+        writeln!(out, "pool {:<10} policy: {}", p.pool, describe_policy(p, r))?;
         replays.push((p.pool.clone(), arrivals));
     }
+    // Every pool's replay has the trace's length (each starts at its own offset and wraps).
+    let loop_s = replays.first().map_or(0, |(_, a)| a.len() as u64);
+    writeln!(
+        out,
+        "replay: {} lasts {} of controller time ({} of wall time at {}x); it loops when it ends",
+        trace.name,
+        humantime::format_duration(Duration::from_secs(loop_s)),
+        humantime::format_duration(Duration::from_secs(
+            ((loop_s as f64 / opts.speed).round() as u64).max(1)
+        )),
+        opts.speed
+    )?;
+    writeln!(
+        out,
+        "showing: decisions that change something{}{}",
+        match opts.summary_every {
+            Some(every) if !every.is_zero() =>
+                format!(", and each pool's state every {}", span(every.as_secs())),
+            _ => String::new(),
+        },
+        if opts.verbose {
+            "; every hold too (--verbose)"
+        } else {
+            "; every hold with --verbose"
+        }
+    )?;
+    let mut log_file = match &opts.state_dir {
+        Some(dir) => match DecisionFile::create(dir) {
+            Ok(f) => {
+                writeln!(
+                    out,
+                    "decisions: recorded in {} (mrgc-autoscaler history --backend local --state-dir {} --pool {})",
+                    f.path().display(),
+                    dir.display(),
+                    pools[0].0.pool
+                )?;
+                Some(f)
+            }
+            Err(e) => {
+                eprintln!(
+                    "warning: cannot write the decision log in {} ({e}); `history --backend local` will not see this run (pick another --state-dir)",
+                    dir.display()
+                );
+                None
+            }
+        },
+        None => None,
+    };
 
-    let metrics = Metrics::new();
+    let metrics = Metrics::new(&opts.region);
     let status = Status::new(opts.interval);
     let mut leader = status.leader_watch();
     let election = ElectionConfig::new(&opts.region, &opts.controller_id)
@@ -248,6 +310,23 @@ pub async fn run_local<W: Write + Send>(
     let mut summary = LocalSummary::default();
     let mut io_error: Option<std::io::Error> = None;
     let region_name = opts.region.clone();
+    let mut screen = Screen {
+        start,
+        region: region_name.clone(),
+        verbose: opts.verbose,
+        summary_every_ms: opts
+            .summary_every
+            .filter(|d| !d.is_zero())
+            .map(|d| d.as_millis().min(i64::MAX as u128) as i64),
+        next_summary_ms: 0,
+        last_summary_ms: start,
+        counts: std::collections::BTreeMap::new(),
+        loop_ms: loop_s as i64 * 1000,
+        loops: 0,
+        trace_name: trace.name.clone(),
+    };
+    screen.next_summary_ms = screen.summary_every_ms.map_or(i64::MAX, |e| start + e);
+    let log_region = region.clone();
     let handover = run_service(policies, service, deps, metrics, stop, |report| {
         if io_error.is_some() {
             return;
@@ -266,7 +345,17 @@ pub async fn run_local<W: Write + Send>(
                     writeln!(out, "{} follower", stamp(report.at_ms - start))?;
                 }
             }
-            print_report(out, report, start, &region_name, &mut summary)
+            screen.report(out, report, &mut summary)?;
+            if let Some(f) = log_file.as_mut()
+                && let Err(e) = f.append_new(&log_region.decisions())
+            {
+                eprintln!(
+                    "warning: writing the decision log {} failed ({e}); it stops here",
+                    f.path().display()
+                );
+                log_file = None;
+            }
+            Ok(())
         };
         if let Err(e) = write() {
             io_error = Some(e);
@@ -329,61 +418,186 @@ fn stamp(ms: i64) -> String {
     format!("+{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }
 
-fn print_report<W: Write>(
-    out: &mut W,
-    report: &CycleReport,
+/// A duration in words: "60 minutes", "1 minute", "90 seconds", "2 hours".
+fn span(secs: u64) -> String {
+    let plural = |n: u64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
+    match secs {
+        s if s >= 7200 && s % 3600 == 0 => plural(s / 3600, "hour"),
+        s if s >= 60 && s % 60 == 0 => plural(s / 60, "minute"),
+        s => plural(s, "second"),
+    }
+}
+
+/// The policy in force for a pool, in one line: its band (or its SLO), and its bounds here.
+pub fn describe_policy(p: &PoolPolicy, r: &RegionPolicy) -> String {
+    let sizing = match &p.slo {
+        Some(slo) => format!(
+            "SLO: at most {}% of requests over capacity (band {}–{} RPS per instance, made \
+             leaner from {} of the pool's history)",
+            slo.over_capacity * 100.0,
+            p.band.low,
+            p.band.high,
+            humantime::format_duration(slo.history),
+        ),
+        None => {
+            let b = &p.band;
+            let headroom = match b.headroom {
+                Some(Step::Count(n)) => format!(" + {n} spare"),
+                Some(Step::Percent(pc)) => format!(" + {pc}% spare"),
+                None => String::new(),
+            };
+            format!(
+                "band {}–{} RPS per instance, setpoint {}{headroom}",
+                b.low, b.high, b.setpoint
+            )
+        }
+    };
+    let schedules = match p.schedules.len() {
+        0 => String::new(),
+        1 => ", 1 scheduled minimum".to_string(),
+        n => format!(", {n} scheduled minimums"),
+    };
+    format!(
+        "{sizing}; min {} max {}{schedules}; launch {}",
+        r.min,
+        r.max,
+        humantime::format_duration(p.instances.launch_time)
+    )
+}
+
+/// Counts of one pool's decisions since its last summary line.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    ups: u64,
+    downs: u64,
+    holds: u64,
+}
+
+/// What the embedded run prints: decisions that change something, every hold with
+/// --verbose, a summary line per pool every `summary_every`, and the replay's loops.
+struct Screen {
     start: i64,
-    region: &str,
-    summary: &mut LocalSummary,
-) -> std::io::Result<()> {
-    summary.cycles += 1;
-    for p in &report.pools {
-        let d = &p.decision;
-        summary.decisions += 1;
-        match d.action {
-            Action::ScaleUp => *summary.scale_ups.entry(p.pool.clone()).or_default() += 1,
-            Action::ScaleDown => *summary.scale_downs.entry(p.pool.clone()).or_default() += 1,
-            Action::None => {}
+    region: String,
+    verbose: bool,
+    summary_every_ms: Option<i64>,
+    next_summary_ms: i64,
+    last_summary_ms: i64,
+    counts: std::collections::BTreeMap<String, Counts>,
+    /// The replay's length (0: no replay).
+    loop_ms: i64,
+    loops: i64,
+    trace_name: String,
+}
+
+impl Screen {
+    fn report<W: Write>(
+        &mut self,
+        out: &mut W,
+        report: &CycleReport,
+        summary: &mut LocalSummary,
+    ) -> std::io::Result<()> {
+        let (start, region) = (self.start, self.region.as_str());
+        if self.loop_ms > 0 {
+            let loops = (report.at_ms - start) / self.loop_ms;
+            if loops > self.loops {
+                self.loops = loops;
+                writeln!(
+                    out,
+                    "{} replay: {} ended and loops; every pool's traffic starts over where it began",
+                    stamp(loops * self.loop_ms),
+                    self.trace_name
+                )?;
+            }
         }
-        let rps = d.rps.map_or_else(|| "-".to_string(), |r| format!("{r:.1}"));
-        writeln!(
-            out,
-            "{} {region} {:<8} rps={:>6} serving={:>3} launching={:>3} desired={:>3} {:<10} {}: {}",
-            stamp(d.at_ms - start),
-            p.pool,
-            rps,
-            d.serving,
-            d.launching,
-            d.desired,
-            d.action.as_str(),
-            d.reason_code,
-            d.reason
-        )?;
-    }
-    // The shadow policy, where it would have done otherwise than the live one.
-    for sh in &report.shadow {
-        let d = &sh.decision;
-        let live = report.pools.iter().find(|p| p.pool == sh.pool);
-        if live.is_some_and(|l| l.decision.desired == d.desired) && d.action == Action::None {
-            continue;
+        summary.cycles += 1;
+        for p in &report.pools {
+            let d = &p.decision;
+            summary.decisions += 1;
+            let c = self.counts.entry(p.pool.clone()).or_default();
+            match d.action {
+                Action::ScaleUp => {
+                    *summary.scale_ups.entry(p.pool.clone()).or_default() += 1;
+                    c.ups += 1;
+                }
+                Action::ScaleDown => {
+                    *summary.scale_downs.entry(p.pool.clone()).or_default() += 1;
+                    c.downs += 1;
+                }
+                Action::None => c.holds += 1,
+            }
+            if d.action == Action::None && !self.verbose {
+                continue;
+            }
+            writeln!(
+                out,
+                "{} {region} {:<8} {} {:<10} {}: {}",
+                stamp(d.at_ms - start),
+                p.pool,
+                state(d),
+                d.action.as_str(),
+                d.reason_code,
+                d.reason
+            )?;
         }
-        writeln!(
-            out,
-            "{} {region} {:<8} shadow                                  desired={:>3} {:<10} {}: {}",
-            stamp(d.at_ms - start),
-            sh.pool,
-            d.desired,
-            d.action.as_str(),
-            d.reason_code,
-            d.reason
-        )?;
+        // The shadow policy, where it would have done otherwise than the live one.
+        for sh in &report.shadow {
+            let d = &sh.decision;
+            let live = report.pools.iter().find(|p| p.pool == sh.pool);
+            if live.is_some_and(|l| l.decision.desired == d.desired) && d.action == Action::None {
+                continue;
+            }
+            writeln!(
+                out,
+                "{} {region} {:<8} shadow                                  desired={:>3} {:<10} {}: {}",
+                stamp(d.at_ms - start),
+                sh.pool,
+                d.desired,
+                d.action.as_str(),
+                d.reason_code,
+                d.reason
+            )?;
+        }
+        for (pool, e) in report.errors.iter().chain(&report.shadow_errors) {
+            writeln!(
+                out,
+                "{} {region} {pool:<8} error: {e}",
+                stamp(report.at_ms - start)
+            )?;
+        }
+        if let Some(every) = self.summary_every_ms
+            && report.at_ms >= self.next_summary_ms
+        {
+            for p in &report.pools {
+                let c = self.counts.remove(&p.pool).unwrap_or_default();
+                let plural =
+                    |n: u64, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+                writeln!(
+                    out,
+                    "{} {region} {:<8} {} {:<10} since {}: {}, {}, {}",
+                    stamp(report.at_ms - start),
+                    p.pool,
+                    state(&p.decision),
+                    "summary",
+                    stamp(self.last_summary_ms - start),
+                    plural(c.ups, "scale-up"),
+                    plural(c.downs, "scale-down"),
+                    plural(c.holds, "hold")
+                )?;
+            }
+            self.last_summary_ms = report.at_ms;
+            while self.next_summary_ms <= report.at_ms {
+                self.next_summary_ms += every;
+            }
+        }
+        Ok(())
     }
-    for (pool, e) in report.errors.iter().chain(&report.shadow_errors) {
-        writeln!(
-            out,
-            "{} {region} {pool:<8} error: {e}",
-            stamp(report.at_ms - start)
-        )?;
-    }
-    Ok(())
+}
+
+/// `rps= 97.2 serving= 67 launching=  0 desired= 67`
+fn state(d: &crate::core::Decision) -> String {
+    let rps = d.rps.map_or_else(|| "-".to_string(), |r| format!("{r:.1}"));
+    format!(
+        "rps={:>6} serving={:>3} launching={:>3} desired={:>3}",
+        rps, d.serving, d.launching, d.desired
+    )
 }

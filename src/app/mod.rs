@@ -1,6 +1,7 @@
 //! The application: reconciler, leader election, the embedded region runner, metrics, clocks.
 
 pub mod clock;
+pub mod decision_file;
 pub mod election;
 pub(crate) mod execute;
 pub mod http;

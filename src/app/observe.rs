@@ -321,7 +321,7 @@ impl Reconciler {
         if let Some(l) = learned {
             self.metrics()
                 .launch_time_p90
-                .with_label_values(&[&policy.pool, &region])
+                .with_label_values(&[&policy.pool])
                 .set(l.as_secs_f64());
         }
         learned
@@ -396,7 +396,7 @@ impl Reconciler {
         )?;
         self.metrics()
             .model_load_time_p90
-            .with_label_values(&[pool, region])
+            .with_label_values(&[pool])
             .set(p90.as_secs_f64());
         Some(p90)
     }

@@ -190,6 +190,8 @@ pub struct Reconciler {
     shadow: Option<Arc<PolicySet>>,
     /// The live decisions' gauges of the cycle in progress, published in one batch at its end.
     gauges: Vec<(String, PoolGauges)>,
+    /// Pools whose failure counters were started at 0 (`Metrics::init_pool`).
+    counted: std::collections::HashSet<String>,
 }
 
 const BACKOFF_BASE_MS: i64 = 1_000;
@@ -206,6 +208,7 @@ impl Reconciler {
             shadow_pools: HashMap::new(),
             shadow: None,
             gauges: Vec::new(),
+            counted: std::collections::HashSet::new(),
         }
     }
 
@@ -301,6 +304,12 @@ impl Reconciler {
             if policy.region(&self.settings.region).is_none() {
                 continue;
             }
+            // Its failure counters start at 0, so alerts see the first failure. (Not keyed on
+            // `pools`: a new leader's warm-up may have made its state already.)
+            if !self.counted.contains(&policy.pool) {
+                self.metrics.init_pool(&policy.pool);
+                self.counted.insert(policy.pool.clone());
+            }
             let st = self.pools.entry(policy.pool.clone()).or_default();
             if st.next_try_ms > now_ms {
                 report.backing_off.push(policy.pool.clone());
@@ -358,7 +367,7 @@ impl Reconciler {
                     }
                     self.metrics
                         .reconcile_errors
-                        .with_label_values(&[&policy.pool, &self.settings.region, "shadow_record"])
+                        .with_label_values(&[&policy.pool, "shadow_record"])
                         .inc();
                     tracing::warn!(pool = %policy.pool, error = %e, "recording the shadow decision failed");
                     report.shadow_errors.push((policy.pool.clone(), e));
@@ -426,7 +435,7 @@ impl Reconciler {
         };
         self.metrics
             .reconcile_errors
-            .with_label_values(&[pool, &region, e.metric_label()])
+            .with_label_values(&[pool, e.metric_label()])
             .inc();
         if !e.is_read() {
             tracing::warn!(pool = %pool, region = %region, error = %e, "the decision was not recorded, so nothing was done; retrying next cycle");
@@ -553,7 +562,6 @@ impl Reconciler {
         let asg = policy.region(&region).map_or("", |r| r.asg.as_str());
         let target = super::execute::Target {
             pool: &policy.pool,
-            region: &region,
             asg,
         };
         let done = super::execute::execute(
@@ -570,7 +578,7 @@ impl Reconciler {
             // The decision and its steps are recorded; only the outcome is missing.
             self.metrics
                 .reconcile_errors
-                .with_label_values(&[&policy.pool, &region, "settle"])
+                .with_label_values(&[&policy.pool, "settle"])
                 .inc();
             tracing::warn!(error = %e, outcome = %outcome.to_attr(), "recording the outcome failed; the record stays `pending`");
         }
@@ -658,7 +666,7 @@ impl Reconciler {
         });
         self.metrics
             .decisions_recorded
-            .with_label_values(&[pool, &region])
+            .with_label_values(&[pool])
             .inc();
         Ok(record)
     }
@@ -677,11 +685,10 @@ impl Reconciler {
         leadership: &Leadership,
     ) {
         let region = &self.settings.region;
-        let l = &[policy.pool.as_str(), region.as_str()];
+        let l = &[policy.pool.as_str()];
         match track {
             Track::Live => {
-                self.metrics
-                    .observe_decision(&policy.pool, region, d, outcome);
+                self.metrics.observe_decision(&policy.pool, d, outcome);
                 let draining = reads
                     .instances
                     .iter()
@@ -708,7 +715,7 @@ impl Reconciler {
             Track::Shadow => {
                 self.metrics
                     .shadow_decisions
-                    .with_label_values(&[l[0], l[1], d.action.as_str(), d.reason_code.as_str()])
+                    .with_label_values(&[l[0], d.action.as_str(), d.reason_code.as_str()])
                     .inc();
                 self.metrics
                     .shadow_pool_desired

@@ -231,7 +231,6 @@ pub async fn run_service(
             };
             metrics
                 .reconcile_duration
-                .with_label_values(&[region.as_str()])
                 .observe(started.elapsed().as_secs_f64());
             if report.lost_leadership {
                 tracing::warn!(region = %region, epoch = leadership.epoch, "a fenced append failed: another controller leads; acting stopped");

@@ -1,22 +1,43 @@
-//! `history`: a pool's recorded decisions, newest first.
+//! `history`: a pool's recorded decisions, newest first: from the autoscaling-state table
+//! (AWS), or from the decision log the embedded run keeps in its state directory (local).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use mrgc_autoscaler::adapters::aws::{AwsBackends, AwsOptions};
+use mrgc_autoscaler::app::decision_file;
 use mrgc_autoscaler::core::DecisionRecord;
 use mrgc_autoscaler::ports::DecisionLog;
 use mrgc_autoscaler::telemetry::Metrics;
 
-use super::tables::TableArgs;
 use super::{EXIT_USAGE, aws_region, runtime};
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(super) enum Source {
+    /// The decision log of `run`'s embedded region, in --state-dir.
+    Local,
+    /// The autoscaling-state table (DynamoDB) under --table-prefix.
+    Aws,
+}
 
 #[derive(Args)]
 pub(super) struct HistoryArgs {
-    #[command(flatten)]
-    tables: TableArgs,
+    /// Where the decisions are: the autoscaling-state table, or the embedded run's log.
+    #[arg(long, env = "MRGC_BACKEND", value_enum, default_value_t = Source::Aws)]
+    backend: Source,
+    /// AWS: table names are `<prefix>-<table>`, e.g. mrgc-prod-autoscaling-state.
+    #[arg(long, env = "MRGC_TABLE_PREFIX")]
+    table_prefix: Option<String>,
+    /// AWS: a local AWS-compatible server (moto, LocalStack) instead of AWS.
+    #[arg(long, env = "MRGC_ENDPOINT_URL")]
+    endpoint_url: Option<String>,
+    /// Local: the state directory the embedded run kept its decision log in.
+    #[arg(long, env = "MRGC_STATE_DIR", default_value = ".mrgc-local")]
+    state_dir: PathBuf,
+    /// The pool whose decisions to print.
     #[arg(long, env = "MRGC_POOL")]
     pool: String,
     /// Only this region's decisions (also the region whose replica is read; default:
@@ -43,25 +64,52 @@ pub(super) fn history(a: HistoryArgs) -> anyhow::Result<ExitCode> {
     } else {
         a.region.clone()
     };
-    let Some(region) = aws_region(a.region) else {
-        eprintln!("error: no region: pass --region (or --all-regions with AWS_REGION set)");
-        return Ok(ExitCode::from(EXIT_USAGE));
-    };
-    let mut opts = AwsOptions::new(&region, &a.tables.table_prefix, a.tables.endpoint_url);
-    opts.cloudwatch = false;
-    let rt = runtime()?;
-    let records = rt.block_on(async {
-        let aws = AwsBackends::build(&opts, &Metrics::new()).await;
-        let since = chrono::Utc::now().timestamp_millis() - a.since.as_millis() as i64;
-        aws.log
-            .history(&a.pool, filter.as_deref(), since, a.limit)
-            .await
-    });
-    let records = match records {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(ExitCode::FAILURE);
+    let since = chrono::Utc::now().timestamp_millis() - a.since.as_millis() as i64;
+    let records = match a.backend {
+        Source::Local => {
+            match decision_file::read_history(
+                &a.state_dir,
+                &a.pool,
+                filter.as_deref(),
+                since,
+                a.limit,
+            ) {
+                Ok(r) => r,
+                Err(e @ decision_file::ReadError::Missing(_)) => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::from(EXIT_USAGE));
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+        Source::Aws => {
+            let Some(prefix) = a.table_prefix.clone().filter(|p| !p.is_empty()) else {
+                eprintln!("error: --backend aws needs --table-prefix (MRGC_TABLE_PREFIX)");
+                return Ok(ExitCode::from(EXIT_USAGE));
+            };
+            let Some(region) = aws_region(a.region.clone()) else {
+                eprintln!("error: no region: pass --region (or --all-regions with AWS_REGION set)");
+                return Ok(ExitCode::from(EXIT_USAGE));
+            };
+            let mut opts = AwsOptions::new(&region, &prefix, a.endpoint_url.clone());
+            opts.cloudwatch = false;
+            let rt = runtime()?;
+            let records = rt.block_on(async {
+                let aws = AwsBackends::build(&opts, &Metrics::new(&region)).await;
+                aws.log
+                    .history(&a.pool, filter.as_deref(), since, a.limit)
+                    .await
+            });
+            match records {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
         }
     };
     for r in &records {
@@ -81,20 +129,13 @@ pub(super) fn history(a: HistoryArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) fn stamp_ms(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms).map_or_else(
-        || ms.to_string(),
-        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-    )
-}
-
 pub(super) fn record_line(r: &DecisionRecord) -> String {
     let rps = r
         .current_rps
         .map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
     format!(
         "{} {} {:<10} {:>3} -> {:<3} asg={:<3} rps={:>6} {}{} {}: {}",
-        stamp_ms(r.at_ms()),
+        decision_file::stamp_ms(r.at_ms()),
         r.region,
         r.scaling_action.as_str(),
         r.current_capacity,
@@ -109,31 +150,5 @@ pub(super) fn record_line(r: &DecisionRecord) -> String {
 }
 
 pub(super) fn record_json(r: &DecisionRecord) -> serde_json::Value {
-    serde_json::json!({
-        "model_pool": r.model_pool,
-        "timestamp": r.key.to_number(),
-        "at": stamp_ms(r.at_ms()),
-        "region": r.region,
-        "current_capacity": r.current_capacity,
-        "desired_capacity": r.desired_capacity,
-        "min_capacity": r.min_capacity,
-        "max_capacity": r.max_capacity,
-        "current_rps": r.current_rps,
-        "target_rps": r.target_rps,
-        "scaling_action": r.scaling_action.as_str(),
-        "reason_code": r.reason_code.as_str(),
-        "reason": r.reason,
-        "rps_window": r.rps_window,
-        "serving": r.serving,
-        "launching": r.launching,
-        "held": r.held,
-        "recommendation": r.recommendation,
-        "asg_desired": r.asg_desired,
-        "controller_id": r.controller_id,
-        "leader_epoch": r.leader_epoch,
-        "policy_hash": r.policy_hash,
-        "dry_run": r.dry_run,
-        "result": r.result.to_attr(),
-        "ttl": r.ttl,
-    })
+    decision_file::to_json(r)
 }

@@ -13,6 +13,7 @@ use mrgc_autoscaler::app::policy_files;
 use mrgc_autoscaler::core::policy::PolicySet;
 
 mod cost;
+mod generate;
 mod history;
 mod policy;
 mod run;
@@ -31,11 +32,30 @@ use tune::TuneArgs;
 /// EX_USAGE: bad configuration or policy.
 pub(super) const EXIT_USAGE: u8 = 64;
 
+/// `--version`: the crate version, the git commit and the build date (build.rs).
+const VERSION_LINE: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("MRGC_BUILD_COMMIT"),
+    ", built ",
+    env!("MRGC_BUILD_DATE"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "mrgc-autoscaler",
-    version,
-    about = "Capacity controller of a multi-region GPU inference cluster"
+    // The name in usage lines, whatever the executable is called (cargo run, a test harness).
+    bin_name = "mrgc-autoscaler",
+    version = VERSION_LINE,
+    about = "Capacity controller of a multi-region GPU inference cluster",
+    long_about = "Capacity controller of a multi-region GPU inference cluster: one leader per AWS \
+region sets each model pool's Auto Scaling Group from its requests per second, and records \
+every decision with its reason. `mrgc-autoscaler run` with no flags runs the whole loop on an \
+embedded in-memory region with a traffic replay (no AWS account needed).",
+    after_help = "Every flag has an MRGC_* environment twin (listed with each flag's help). \
+Exit codes: 0 success, 1 failure, 64 bad flag, value or policy file (EX_USAGE), 78 the \
+environment does not match the configuration (EX_CONFIG)."
 )]
 struct Cli {
     /// Log format for diagnostics on stderr.
@@ -70,6 +90,11 @@ enum Command {
     History(HistoryArgs),
     /// Price a deployment: the controllers' monthly DynamoDB, Streams and CloudWatch bill.
     Cost(CostArgs),
+}
+
+/// The command line's definition, for the generators.
+pub(super) fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
 }
 
 pub(super) fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -145,9 +170,15 @@ pub(super) mod bounded {
 pub(super) const EXIT_CONFIG: u8 = 78;
 
 pub fn main() -> ExitCode {
+    // `generate` (man pages, completions, references; for packaging and docs) is a hidden
+    // subcommand parsed on its own, so what it generates from `Cli` does not list it.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "generate") {
+        return generate::main(&args[1..]);
+    }
     // Bad flags or environment values exit 64 (EX_USAGE), like every other usage error;
     // --help and --version exit 0.
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(&args) {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { EXIT_USAGE } else { 0 };

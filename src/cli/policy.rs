@@ -22,6 +22,7 @@ pub(super) enum PolicyCommand {
 
 #[derive(Args)]
 pub(super) struct ExplainArgs {
+    /// Policy directory or files.
     #[arg(
         long,
         env = "MRGC_POLICIES",
@@ -29,23 +30,26 @@ pub(super) struct ExplainArgs {
         value_delimiter = ','
     )]
     policies: Vec<PathBuf>,
-    #[arg(long)]
+    /// The pool whose policy decides.
+    #[arg(long, env = "MRGC_POOL")]
     pool: String,
+    /// The region whose bounds and group apply.
     #[arg(long, env = "MRGC_REGION", default_value = "us-east-1")]
     region: String,
     /// Requests per second now.
-    #[arg(long)]
+    #[arg(long, env = "MRGC_EXPLAIN_RPS")]
     rps: f64,
     /// Serving instances now.
-    #[arg(long)]
+    #[arg(long, env = "MRGC_EXPLAIN_SERVING")]
     serving: u32,
-    #[arg(long, default_value_t = 0)]
+    /// Launching instances now (they count as capacity).
+    #[arg(long, env = "MRGC_EXPLAIN_LAUNCHING", default_value_t = 0)]
     launching: u32,
     /// Instances the ASG holds that do not serve (draining, quarantined).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, env = "MRGC_EXPLAIN_HELD", default_value_t = 0)]
     held: u32,
     /// Evaluate at this time (RFC 3339, UTC) for scheduled minimums; default now.
-    #[arg(long)]
+    #[arg(long, env = "MRGC_EXPLAIN_AT")]
     at: Option<String>,
 }
 

@@ -19,9 +19,12 @@ use mrgc_autoscaler::schema;
 use mrgc_autoscaler::telemetry::Metrics;
 
 use super::{
-    EXIT_CONFIG, EXIT_USAGE, bounded, default_controller_id, load_policies, runtime,
+    EXIT_CONFIG, EXIT_USAGE, aws_region, bounded, default_controller_id, load_policies, runtime,
     shutdown_signal, spawn_sighup,
 };
+
+/// The embedded region's name when none is given.
+const LOCAL_REGION: &str = "us-east-1";
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(super) enum Backend {
@@ -33,6 +36,7 @@ pub(super) enum Backend {
 
 #[derive(Args)]
 pub(super) struct RunArgs {
+    /// Where the controller runs.
     #[arg(long, env = "MRGC_BACKEND", value_enum, default_value_t = Backend::Local)]
     pub(super) backend: Backend,
     /// Policy directory or files.
@@ -43,8 +47,11 @@ pub(super) struct RunArgs {
         value_delimiter = ','
     )]
     policies: Vec<PathBuf>,
-    #[arg(long, env = "MRGC_REGION", default_value = "us-east-1")]
-    region: String,
+    /// The region this controller runs for: its Auto Scaling Groups, its DynamoDB replica, its
+    /// lease. Local backend: default us-east-1. AWS backend: default AWS_REGION, else
+    /// AWS_DEFAULT_REGION; none of them set is a usage error (exit 64).
+    #[arg(long, env = "MRGC_REGION")]
+    region: Option<String>,
     /// Time between reconcile cycles.
     #[arg(long, env = "MRGC_INTERVAL", default_value = "30s", value_parser = bounded::interval)]
     interval: Duration,
@@ -110,6 +117,17 @@ pub(super) struct RunArgs {
     /// it takes over within this.
     #[arg(long, env = "MRGC_STANDBY_POLL", default_value = "4500ms", value_parser = bounded::lease)]
     pub(super) standby_poll: Duration,
+    /// Local backend: print every decision, holds included (by default only the decisions
+    /// that change something, and a summary line per pool every --summary-every).
+    #[arg(short, long, env = "MRGC_VERBOSE")]
+    verbose: bool,
+    /// Local backend: controller time between the per-pool summary lines (0s: none).
+    #[arg(long, env = "MRGC_SUMMARY_EVERY", default_value = "10m", value_parser = bounded::span)]
+    summary_every: Duration,
+    /// Local backend: keep the decision log here as JSON lines (decisions.jsonl, replaced by
+    /// each run), for `history --backend local`.
+    #[arg(long, env = "MRGC_STATE_DIR", default_value = ".mrgc-local")]
+    state_dir: PathBuf,
 }
 
 pub(super) fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
@@ -145,34 +163,51 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     }
     match a.backend {
         Backend::Aws => {
+            let Some(region) = aws_region(a.region.clone()) else {
+                eprintln!(
+                    "error: --backend aws needs a region: pass --region (MRGC_REGION) or set AWS_REGION"
+                );
+                return Ok(ExitCode::from(EXIT_USAGE));
+            };
             let Some(prefix) = a.table_prefix.clone().filter(|p| !p.is_empty()) else {
                 eprintln!("error: --backend aws needs --table-prefix (MRGC_TABLE_PREFIX)");
                 return Ok(ExitCode::from(EXIT_USAGE));
             };
-            if !set.pools.values().any(|p| p.region(&a.region).is_some()) {
+            if !set.pools.values().any(|p| p.region(&region).is_some()) {
                 eprintln!(
-                    "error: no pool has a policy for region {0}: add a [regions.{0}] section or pick another --region",
-                    a.region
+                    "error: no pool has a policy for region {region}: add a [regions.{region}] section or pick another --region"
                 );
                 return Ok(ExitCode::from(EXIT_CONFIG));
             }
-            rt.block_on(run_aws(set, a, prefix, controller_id, shadow, shutdown))
+            rt.block_on(run_aws(
+                set,
+                a,
+                region,
+                prefix,
+                controller_id,
+                shadow,
+                shutdown,
+            ))
         }
         Backend::Local => {
+            let region = a
+                .region
+                .clone()
+                .filter(|r| !r.is_empty())
+                .unwrap_or_else(|| LOCAL_REGION.to_string());
             println!(
-                "backend: local (embedded in-memory region {}, traffic replay at {}x); policies {} (hash {})",
-                a.region,
+                "backend: local (embedded in-memory region {region}, traffic replay at {}x), policy files in {} (hash {})",
                 a.speed,
                 a.policies
                     .iter()
                     .map(|p| p.display().to_string())
                     .collect::<Vec<_>>()
-                    .join(","),
+                    .join(", "),
                 set.hash
             );
             let listen = a.listen;
             let opts = LocalOptions {
-                region: a.region,
+                region,
                 interval: a.interval,
                 speed: a.speed,
                 duration: a.duration,
@@ -187,6 +222,9 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
                 policy_poll: a.policy_poll,
                 lease_duration: a.lease_duration,
                 renew_every: a.renew_every,
+                verbose: a.verbose,
+                summary_every: Some(a.summary_every).filter(|d| !d.is_zero()),
+                state_dir: Some(a.state_dir),
             };
             let mut out = std::io::stdout();
             let result = rt.block_on(async {
@@ -229,14 +267,15 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
 pub(super) async fn run_aws(
     set: PolicySet,
     a: RunArgs,
+    region: String,
     prefix: String,
     controller_id: String,
     shadow: Option<PolicySet>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<ExitCode> {
     tokio::pin!(shutdown);
-    let metrics = Metrics::new();
-    let mut opts = AwsOptions::new(&a.region, &prefix, a.endpoint_url.clone());
+    let metrics = Metrics::new(&region);
+    let mut opts = AwsOptions::new(&region, &prefix, a.endpoint_url.clone());
     opts.cloudwatch = !a.no_cloudwatch;
     opts.cloudwatch_every = a.cloudwatch_every;
     opts.streams = !a.no_streams;
@@ -267,8 +306,7 @@ pub(super) async fn run_aws(
         Err(e) => return Err(anyhow::Error::new(e).context("checking the tables")),
     }
     println!(
-        "backend: aws in {} (tables {prefix}-*{}); controller {controller_id}; policies hash {}",
-        a.region,
+        "backend: aws in {region} (tables {prefix}-*{}); controller {controller_id}; policies hash {}",
         a.endpoint_url
             .as_deref()
             .map(|u| format!(", endpoint {u}"))
@@ -287,11 +325,11 @@ pub(super) async fn run_aws(
     };
     let (backends, leases) = aws.ports();
     let mut election =
-        ElectionConfig::new(&a.region, &controller_id).with_timing(a.lease_duration, a.renew_every);
+        ElectionConfig::new(&region, &controller_id).with_timing(a.lease_duration, a.renew_every);
     election.standby_poll = a.standby_poll;
     let opts = ServiceOptions {
         settings: Settings {
-            region: a.region.clone(),
+            region: region.clone(),
             controller_id: controller_id.clone(),
             dry_run: a.dry_run,
             record_heartbeat: a.record_heartbeat,

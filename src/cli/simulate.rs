@@ -19,29 +19,35 @@ pub(super) struct SimArgs {
     #[arg(long, env = "MRGC_SIM_OUT")]
     out: Option<PathBuf>,
     /// Without a scenario: the trace to replay (timestamp_s,rps CSV, or arrival times).
-    #[arg(long, conflicts_with = "scenario")]
+    #[arg(long, env = "MRGC_SIM_TRACE", conflicts_with = "scenario")]
     trace: Option<PathBuf>,
     /// Without a scenario: policy directory or files.
-    #[arg(long, default_value = "policies", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "MRGC_POLICIES",
+        default_value = "policies",
+        value_delimiter = ','
+    )]
     policies: Vec<PathBuf>,
     /// Without a scenario: only this pool.
-    #[arg(long)]
+    #[arg(long, env = "MRGC_SIM_POOL")]
     pool: Option<String>,
     /// Without a scenario: scale the trace to this mean RPS (default 75).
-    #[arg(long)]
+    #[arg(long, env = "MRGC_SIM_MEAN_RPS")]
     mean_rps: Option<f64>,
     /// Without a scenario: instance launch time (boot + model load; default 6m).
-    #[arg(long, value_parser = super::bounded::launch)]
+    #[arg(long, env = "MRGC_SIM_LAUNCH_TIME", value_parser = super::bounded::launch)]
     launch_time: Option<Duration>,
-    /// Sweep a policy field over values, e.g. --sweep band.high=1.4,1.5 (repeatable; grid).
-    #[arg(long)]
+    /// Sweep a policy field over values, e.g. --sweep band.high=1.4,1.5 (repeatable: a grid;
+    /// in one value or MRGC_SIM_SWEEP, separate sweeps with `;`).
+    #[arg(long, env = "MRGC_SIM_SWEEP", value_delimiter = ';')]
     sweep: Vec<String>,
     /// Override the scenario's seed.
-    #[arg(long)]
+    #[arg(long, env = "MRGC_SIM_SEED")]
     seed: Option<u64>,
     /// Baselines to run (comma-separated: oracle, static-peak, hpa, target-tracking; or
     /// `none` to time the policies alone). Default: the scenario's list, or all.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, env = "MRGC_SIM_BASELINES", value_delimiter = ',')]
     baselines: Option<Vec<String>>,
     /// Also run the HPA and target tracking aiming at these setpoints (RPS per instance, e.g.
     /// 0.6,0.8,1.0,1.25,1.5): each baseline's cost-versus-loss curve, the yardstick of
@@ -49,7 +55,7 @@ pub(super) struct SimArgs {
     #[arg(long, env = "MRGC_SIM_BASELINE_SETPOINTS", value_delimiter = ',', value_parser = setpoint)]
     baseline_setpoints: Vec<f64>,
     /// timeseries.csv resolution in seconds (default: 1 up to a day of trace, 60 beyond).
-    #[arg(long)]
+    #[arg(long, env = "MRGC_SIM_RESOLUTION")]
     resolution: Option<u64>,
     /// Worker threads.
     #[arg(long, env = "MRGC_SIM_THREADS", default_value_t = 2)]
@@ -124,6 +130,7 @@ pub(super) fn simulate(a: SimArgs) -> anyhow::Result<ExitCode> {
         }
     };
     print!("{}", report::table(&out));
+    print!("{LEGEND}");
     if !opts.sweeps.is_empty() {
         println!();
         print!("{}", report::frontier(&out));
@@ -150,6 +157,20 @@ pub(super) fn simulate(a: SimArgs) -> anyhow::Result<ExitCode> {
     );
     Ok(ExitCode::SUCCESS)
 }
+
+/// What the table's columns mean (printed under it).
+const LEGEND: &str = "
+inst-hours  instance-hours paid for, launching and draining instances included
+cost        inst-hours × the scenario's price per instance-hour
+over-%      requests that found the pool's queue full, in % of all requests
+short-s     seconds in which any request was over capacity
+ups, downs  scale-ups and scale-downs applied
+peak        most instances at once (serving + launching)
+util        requests served / serving capacity
+×oracle     inst-hours / the oracle's (1.000: as few as knowing the future allows)
+[name]      a baseline, not a policy: oracle, static-peak, hpa (Kubernetes HPA),
+            target-tracking (AWS target tracking); see docs/simulation.md
+";
 
 pub(super) fn unreachable_args() -> ! {
     // clap enforces `scenario` unless `--trace` is given.

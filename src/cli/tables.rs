@@ -53,7 +53,7 @@ pub(super) fn tables_cmd(a: TablesArgs, create: bool) -> anyhow::Result<ExitCode
     opts.cloudwatch = false;
     let rt = runtime()?;
     rt.block_on(async {
-        let aws = AwsBackends::build(&opts, &Metrics::new()).await;
+        let aws = AwsBackends::build(&opts, &Metrics::new(&region)).await;
         if create {
             match tables::create_tables(&aws.clients, &schema::ALL, a.timeout).await {
                 Ok(reports) => {

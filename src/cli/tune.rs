@@ -77,8 +77,9 @@ pub(super) struct TuneArgs {
     /// Seed of the candidate sample and of the simulated arrivals.
     #[arg(long, env = "MRGC_TUNE_SEED", default_value_t = 1)]
     seed: u64,
-    /// Search only these knobs and values, e.g. --knob band.high=1.2,1.4,1.6 (repeatable).
-    #[arg(long)]
+    /// Search only these knobs and values, e.g. --knob band.high=1.2,1.4,1.6 (repeatable; in
+    /// the environment, separated by `;`).
+    #[arg(long, env = "MRGC_TUNE_KNOBS", value_delimiter = ';')]
     knob: Vec<String>,
     /// Setpoints (RPS per instance) of the HPA and target-tracking families the tuned policy
     /// is measured against (`savings_at_equal_loss`).
@@ -265,7 +266,8 @@ fn history_trace(a: &TuneArgs, prefix: &str, region: &str) -> anyhow::Result<(Tr
     opts.cloudwatch = false;
     let rt = runtime()?;
     let samples = rt.block_on(async {
-        let aws = AwsBackends::build(&opts, &mrgc_autoscaler::telemetry::Metrics::new()).await;
+        let aws =
+            AwsBackends::build(&opts, &mrgc_autoscaler::telemetry::Metrics::new(region)).await;
         let to = chrono::Utc::now().timestamp_millis();
         let from = to - i64::from(a.days) * 86_400_000;
         aws.metrics.rps_samples(&a.pool, region, from, to).await

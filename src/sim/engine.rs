@@ -521,7 +521,7 @@ pub async fn run_policy(inputs: &PoolInputs<'_>, label: &str, policy: &PoolPolic
             dry_run: false,
             record_heartbeat: Duration::from_secs(600),
         },
-        Metrics::new(),
+        Metrics::new(region_name),
     );
     let lead = Leadership::sole();
     let interval = inputs.model.interval.as_secs().max(1);

@@ -84,7 +84,7 @@ impl Env {
     /// Adapters for `region` on tables under `prefix` (not created).
     pub async fn connect(endpoint: &str, region: &str, prefix: &str) -> Env {
         let sdk = sdk_config(endpoint, region).await;
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(region);
         let mut opts = AwsOptions::new(region, prefix, Some(endpoint.to_string()));
         opts.cloudwatch = false; // moto cannot speak CloudWatch's CBOR protocol
         opts.join_max_age = Duration::ZERO; // every read sees the latest routing state

@@ -432,7 +432,7 @@ mod tests {
 
     #[test]
     fn each_item_is_logged_once_but_counted_every_time() {
-        let metrics = Metrics::new();
+        let metrics = Metrics::new("us-east-1");
         let b = BadItems::new(metrics.clone());
         let p = bad(BadReason::WrongType, "state", "x");
         for _ in 0..3 {

@@ -205,7 +205,7 @@ mod tests {
 
     #[test]
     fn bookings_add_up_and_reported_units_reach_prometheus() {
-        let m = Metrics::new();
+        let m = Metrics::new("us-east-1");
         let meter = CostMeter::new(m.clone());
         let reported = ConsumedCapacity::builder()
             .table_name("t")

@@ -489,7 +489,7 @@ mod tests {
 
     #[tokio::test]
     async fn throttled_attempts_are_counted_by_the_interceptor() {
-        let metrics = Metrics::new();
+        let metrics = Metrics::new("us-east-1");
         let rule = mock!(aws_sdk_cloudwatch::Client::put_metric_data).then_http_response(|| {
             Response::new(
                 StatusCode::try_from(400).expect("a valid status"),
@@ -536,7 +536,7 @@ mod tests {
 
     #[tokio::test]
     async fn our_own_rate_limit_waits_and_is_counted() {
-        let metrics = Metrics::new();
+        let metrics = Metrics::new("us-east-1");
         let mut opts = AwsOptions::new("us-east-1", "p", None);
         opts.dynamodb_per_sec = 1;
         let caller = Caller::new(metrics.clone(), &opts);
