@@ -27,7 +27,12 @@ enum Source {
 #[derive(Args)]
 pub(super) struct TuneArgs {
     /// The traffic to tune on (timestamp_s,rps CSV); or --backend aws --days N.
-    #[arg(long, required_unless_present = "backend", conflicts_with = "backend")]
+    #[arg(
+        long,
+        env = "MRGC_TUNE_TRACE",
+        required_unless_present = "backend",
+        conflicts_with = "backend"
+    )]
     trace: Option<PathBuf>,
     /// Tune on the pool's own history in the metrics table instead of a trace.
     #[arg(long, env = "MRGC_TUNE_BACKEND", value_enum, requires = "table_prefix")]
