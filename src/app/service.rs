@@ -325,9 +325,9 @@ async fn release(lease: &Lease, clock: &Arc<dyn Clock>, region: &str) -> Handove
 }
 
 /// The renewal task: a leader renews every `renew_every` (retrying sooner after a failed
-/// renewal), a follower reads the lease every `standby_poll` (so a released lease is taken
-/// over within about that); each publishes the leadership that results, and logs and counts
-/// transitions.
+/// renewal), a follower reads the lease when the elector says (when the lease it saw would
+/// expire unless renewed, or when it may take it over); each publishes the leadership that
+/// results, and logs and counts transitions.
 async fn renew(
     lease: Arc<Lease>,
     clock: Arc<dyn Clock>,
@@ -337,7 +337,6 @@ async fn renew(
     region: String,
 ) {
     let leader_tick = cfg.renew_every.max(Duration::from_millis(100));
-    let standby_tick = cfg.standby_poll.max(Duration::from_millis(100));
     loop {
         let (transition, leadership, next_tick, lease_error) = {
             let mut e = lease.elector.lock().await;
@@ -372,7 +371,7 @@ async fn renew(
         let tick = if leadership.is_leader {
             next_tick.clamp(Duration::from_millis(100), leader_tick)
         } else {
-            standby_tick
+            next_tick
         };
         lease.leadership.send_replace(leadership);
         clock.sleep(tick).await;

@@ -100,16 +100,18 @@ pub(super) struct RunArgs {
     #[arg(long, env = "MRGC_POLICY_POLL", default_value = "5s", value_parser = bounded::poll)]
     policy_poll: Duration,
     /// How long a leader's lease lasts without renewal (a kill -9 takeover takes up to this
-    /// plus --standby-poll). `mrgc-autoscaler cost` prices other timings.
+    /// plus the lease's slack over --renew-every, plus 0.5 s). `mrgc-autoscaler cost` prices
+    /// other timings.
     #[arg(long, env = "MRGC_LEASE_DURATION", default_value = "24s", value_parser = bounded::lease)]
     pub(super) lease_duration: Duration,
-    /// How often the leader renews its lease (one write each).
+    /// How often the leader renews its lease (one write each; a standby reads once per renewal).
     #[arg(long, env = "MRGC_RENEW_EVERY", default_value = "20s", value_parser = bounded::lease)]
     pub(super) renew_every: Duration,
-    /// How often a standby reads the lease (half a read unit each): after the leader's SIGTERM
-    /// it takes over within this.
-    #[arg(long, env = "MRGC_STANDBY_POLL", default_value = "4500ms", value_parser = bounded::lease)]
-    pub(super) standby_poll: Duration,
+    /// The longest a standby goes between two lease reads (default: the lease duration). A
+    /// standby reads when the lease it saw would expire unless renewed (once per renewal); a
+    /// shorter poll bounds a SIGTERM takeover more tightly, at half a read unit per read.
+    #[arg(long, env = "MRGC_STANDBY_POLL", value_parser = bounded::lease)]
+    pub(super) standby_poll: Option<Duration>,
 }
 
 pub(super) fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
@@ -288,7 +290,9 @@ pub(super) async fn run_aws(
     let (backends, leases) = aws.ports();
     let mut election =
         ElectionConfig::new(&a.region, &controller_id).with_timing(a.lease_duration, a.renew_every);
-    election.standby_poll = a.standby_poll;
+    if let Some(poll) = a.standby_poll {
+        election.standby_poll = poll;
+    }
     let opts = ServiceOptions {
         settings: Settings {
             region: a.region.clone(),
