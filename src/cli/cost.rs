@@ -171,10 +171,11 @@ pub(super) fn cost(a: CostArgs) -> anyhow::Result<ExitCode> {
         bill.cloudwatch_requests, bill.custom_metrics, bill.cloudwatch_dollars
     );
     println!(
-        "takeover: within {} after a kill -9 of the leader (a standby reads the lease {} after each renewal, and takes it over one lease after the last one); within {} after a SIGTERM (a standby's next read)",
+        "takeover: within {} after a kill -9 of the leader (a standby has read the lease within {} of each renewal, and takes it over one lease after the last one); after a SIGTERM within {} through the leader's watch (release, answer, read, write), within {} without it (a standby's next read)",
         humantime::format_duration(bill.kill_takeover),
         humantime::format_duration(bill.kill_takeover.saturating_sub(d.lease_duration)),
-        humantime::format_duration(bill.term_takeover)
+        humantime::format_duration(bill.term_takeover),
+        humantime::format_duration(bill.term_takeover_unwatched)
     );
     println!(
         "prices: ${}/M reads, ${}/M writes and replicated writes, ${}/M stream reads, ${}/1000 CloudWatch requests, ${}/custom metric-month (on-demand, us-east-1; change with --price-*)",
