@@ -160,6 +160,22 @@ pub struct Lease {
     /// Bumped by every write; followers watch it to tell a live leader from a dead one.
     pub version: u64,
     pub duration_ms: u64,
+    /// When the holder last wrote the lease, by the holder's own clock (Unix ms). A hint for
+    /// scheduling a standby's next read, never for deciding a takeover: another host's clock
+    /// is not trusted.
+    pub renewed_at_ms: Option<i64>,
+    /// Where the holder serves its lease watch (`ip:port`), when it advertises one.
+    pub addr: Option<String>,
+}
+
+/// What a holder writes beside its claim: when it wrote (its own clock, Unix ms) and where it
+/// serves the lease watch. Standbys use both only to time their reads and to hear of a release
+/// early; a takeover still needs the same version seen for a whole lease by the standby's own
+/// clock, or a released lease.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stamp {
+    pub at_ms: i64,
+    pub addr: Option<String>,
 }
 
 /// Conditional lease writes (the regional controller-leases table).
@@ -168,17 +184,20 @@ pub trait LeaseStore: Send + Sync {
     async fn read(&self, key: &str) -> PortResult<Option<Lease>>;
     /// Create the lease if absent, or take it over if its version is still `expected_version`.
     /// The new lease has `holder`, epoch + 1 and version + 1.
+    /// `stamp` is written with it (`addr` None: no watch address).
     async fn acquire(
         &self,
         key: &str,
         holder: &str,
         expected_version: Option<u64>,
         duration: Duration,
+        stamp: &Stamp,
     ) -> PortResult<Lease>;
-    /// Renew if still held by `holder` at `epoch`: bumps the version.
-    async fn renew(&self, key: &str, holder: &str, epoch: u64) -> PortResult<Lease>;
-    /// Give the lease up if still held by `holder` at `epoch`: the holder becomes empty and the
-    /// version moves on, the epoch stays (epochs never repeat).
+    /// Renew if still held by `holder` at `epoch`: bumps the version and sets the renewal time
+    /// to `at_ms` (the holder's clock).
+    async fn renew(&self, key: &str, holder: &str, epoch: u64, at_ms: i64) -> PortResult<Lease>;
+    /// Give the lease up if still held by `holder` at `epoch`: the holder (and its watch
+    /// address) becomes empty and the version moves on, the epoch stays (epochs never repeat).
     async fn release(&self, key: &str, holder: &str, epoch: u64) -> PortResult<()>;
 }
 

@@ -99,6 +99,8 @@ pub struct Metrics {
     pub dynamodb_capacity: CounterVec,
     pub leader: IntGauge,
     pub leader_epoch: IntGauge,
+    pub lease_watch_open: IntGauge,
+    pub lease_watches: IntCounterVec,
     pub policy_reloads: IntCounterVec,
     pub shadow_policy_reloads: IntCounterVec,
     pub policy_loaded: IntGauge,
@@ -296,6 +298,17 @@ impl Metrics {
                 "leader_epoch",
                 "Epoch of the lease this controller holds (0 when it holds none)."
             ))),
+            lease_watch_open: reg!(IntGauge::with_opts(opts(
+                "lease_watch_open",
+                "1 while this standby holds a watch open on the leader's lease."
+            ))),
+            lease_watches: reg!(IntCounterVec::new(
+                opts(
+                    "lease_watches_total",
+                    "Lease watches this standby made, by outcome (held, released, not_holder, gone, unreachable)."
+                ),
+                &["outcome"]
+            )),
             policy_reloads: reg!(IntCounterVec::new(
                 opts(
                     "policy_reloads_total",

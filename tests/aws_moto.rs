@@ -17,7 +17,7 @@ use mrgc_autoscaler::core::{
     Action, DecisionKey, DecisionRecord, Health, InstanceState, Outcome, ReasonCode, Validation,
 };
 use mrgc_autoscaler::ports::{
-    Actuator, DecisionLog, Fence, Inventory, LeaseStore, MetricsSource, PortError,
+    Actuator, DecisionLog, Fence, Inventory, LeaseStore, MetricsSource, PortError, Stamp,
 };
 use mrgc_autoscaler::schema;
 
@@ -549,7 +549,10 @@ async fn a_fenced_append_fails_after_the_lease_moved() {
     let leases = &env.aws.leases;
     let key = "autoscaler#us-east-1";
     let d = Duration::from_secs(15);
-    let a = leases.acquire(key, "a", None, d).await.unwrap();
+    let a = leases
+        .acquire(key, "a", None, d, &Stamp::default())
+        .await
+        .unwrap();
     let fence_a = Fence {
         lease_key: key.into(),
         holder: "a".into(),
@@ -562,7 +565,10 @@ async fn a_fenced_append_fails_after_the_lease_moved() {
         .await
         .unwrap();
     // b takes over after seeing a's version unchanged.
-    let b = leases.acquire(key, "b", Some(a.version), d).await.unwrap();
+    let b = leases
+        .acquire(key, "b", Some(a.version), d, &Stamp::default())
+        .await
+        .unwrap();
     assert_eq!((b.holder.as_str(), b.epoch), ("b", 2));
     let err = env
         .aws
@@ -605,24 +611,49 @@ async fn leases_keep_the_in_memory_semantics() {
     let env = Env::with_tables(&endpoint, "us-east-1", "lease").await;
     let r = &env.aws.leases;
     let d = Duration::from_secs(15);
+    let at = |ms: i64, addr: Option<&str>| Stamp {
+        at_ms: ms,
+        addr: addr.map(str::to_string),
+    };
     assert_eq!(r.read("k").await.unwrap(), None);
-    let a = r.acquire("k", "a", None, d).await.unwrap();
+    let a = r
+        .acquire("k", "a", None, d, &at(1_000, Some("10.0.0.1:9464")))
+        .await
+        .unwrap();
     assert_eq!((a.epoch, a.version, a.duration_ms), (1, 1, 15_000));
+    assert_eq!(
+        (a.renewed_at_ms, a.addr.as_deref()),
+        (Some(1_000), Some("10.0.0.1:9464"))
+    );
     assert!(matches!(
-        r.acquire("k", "b", None, d).await,
+        r.acquire("k", "b", None, d, &at(1_000, None)).await,
         Err(PortError::Conflict(_))
     ));
-    let a2 = r.renew("k", "a", 1).await.unwrap();
+    let a2 = r.renew("k", "a", 1, 21_000).await.unwrap();
     assert_eq!(a2.version, 2);
+    assert_eq!(
+        (a2.renewed_at_ms, a2.addr.as_deref()),
+        (Some(21_000), Some("10.0.0.1:9464"))
+    );
+    // What a standby reads: the renewal time and the address, for its schedule and its watch.
+    let read = r.read("k").await.unwrap().unwrap();
+    assert_eq!(read, a2);
     // b saw version 1, but it moved on: the takeover must fail.
     assert!(matches!(
-        r.acquire("k", "b", Some(1), d).await,
+        r.acquire("k", "b", Some(1), d, &at(22_000, None)).await,
         Err(PortError::Conflict(_))
     ));
-    let b = r.acquire("k", "b", Some(2), d).await.unwrap();
+    let b = r
+        .acquire("k", "b", Some(2), d, &at(50_000, None))
+        .await
+        .unwrap();
     assert_eq!((b.holder.as_str(), b.epoch, b.version), ("b", 2, 3));
+    assert_eq!(
+        b.addr, None,
+        "a holder without an address removes the old one"
+    );
     assert!(matches!(
-        r.renew("k", "a", 1).await,
+        r.renew("k", "a", 1, 50_000).await,
         Err(PortError::Conflict(_))
     ));
     r.release("k", "a", 1).await.unwrap();
@@ -631,14 +662,23 @@ async fn leases_keep_the_in_memory_semantics() {
         "b",
         "a cannot release b's lease"
     );
-    r.release("k", "b", 2).await.unwrap();
+    let b2 = r
+        .acquire("k", "b2", Some(3), d, &at(60_000, Some("[::1]:9464")))
+        .await
+        .unwrap();
+    assert_eq!(b2.addr.as_deref(), Some("[::1]:9464"));
+    r.release("k", "b2", 3).await.unwrap();
     let released = r.read("k").await.unwrap().unwrap();
     assert_eq!(
         (released.holder.as_str(), released.epoch, released.version),
-        ("", 2, 4)
+        ("", 3, 5)
     );
+    assert_eq!(released.addr, None, "a released lease names no address");
     // Absent lease with an expected version: created, as in memory.
-    let c = r.acquire("k2", "c", Some(7), d).await.unwrap();
+    let c = r
+        .acquire("k2", "c", Some(7), d, &Stamp::default())
+        .await
+        .unwrap();
     assert_eq!((c.epoch, c.version), (1, 1));
 }
 

@@ -1,8 +1,10 @@
-//! Three replicas of the service for one region against moto, at the default lease timing, with
-//! every AWS call counted by an SDK interceptor on each replica's own clients: the counts (and
-//! the units the adapters book from the items' sizes) match what `mrgc-autoscaler cost`
-//! predicts from the call plan, within 10 %; the standbys call nothing but the lease's
-//! GetItem; the instances are read once and then followed through their streams.
+//! Three replicas of the service for one region against moto, at the default lease timing,
+//! each serving and advertising its lease watch as in production, with every AWS call counted
+//! by an SDK interceptor on each replica's own clients: the counts (and the units the adapters
+//! book from the items' sizes) match what `mrgc-autoscaler cost` predicts from the call plan,
+//! within 10 %; the standbys call nothing but the lease's GetItem, once per renewal (the watch
+//! they hold on the leader costs no call); the instances are read once and then followed
+//! through their streams.
 //!
 //! The replicas run on a controller clock 20 times the wall's (a 30 s cycle every 1.5 s), so
 //! ten controller minutes take 30 s.
@@ -77,6 +79,7 @@ impl Intercept for CallCounter {
 struct Replica {
     id: String,
     calls: CallCounter,
+    metrics: Metrics,
     aws: AwsBackends,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
@@ -111,12 +114,16 @@ async fn start(
             .build(),
     );
     let metrics = Metrics::new(REGION);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port for the endpoints and the lease watch");
     let mut opts = AwsOptions::new(REGION, &env.prefix, Some(env.endpoint.clone()));
     // moto cannot speak CloudWatch's CBOR protocol; the plan is asked without it too.
     opts.cloudwatch = false;
     // One stream poll per cycle, as in production (10 s against a 30 s cycle): here a cycle
     // is 1.5 s of wall time and its three pools take far less than a second.
     opts.join_max_age = Duration::from_millis(1000);
+    let replica_metrics = metrics.clone();
     let clients = AwsClients::from_clients(ddb, asg, cw, &opts, &metrics).with_streams(streams);
     let aws = AwsBackends::from_clients(clients, &opts);
     let (backends, leases) = aws.ports();
@@ -128,7 +135,10 @@ async fn start(
             record_heartbeat: Duration::from_secs(600),
         },
         interval: Duration::from_secs(30),
-        election: ElectionConfig::new(REGION, id),
+        election: ElectionConfig {
+            advertise: Some(listener.local_addr().expect("bound").to_string()),
+            ..ElectionConfig::new(REGION, id)
+        },
         policy_paths: Vec::new(),
         policy_poll: Duration::from_secs(5),
         shadow: None,
@@ -140,7 +150,7 @@ async fn start(
         clock: Arc::new(clock.clone()),
         status: Status::new(Duration::from_secs(30)),
         reload: Arc::new(tokio::sync::Notify::new()),
-        listener: None,
+        listener: Some(listener),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let set = policies.clone();
@@ -160,6 +170,7 @@ async fn start(
     Replica {
         id: id.into(),
         calls,
+        metrics: replica_metrics,
         aws,
         stop,
         task,
@@ -279,6 +290,10 @@ async fn three_replicas_cost_what_the_call_plan_says() {
     let leader_idx = leader_idx.expect("one of the replicas leads");
     assert_eq!(lease.epoch, 1, "one leader throughout");
     let following = replicas[leader_idx].aws.inventory.following_streams().await;
+    let watching: Vec<i64> = replicas
+        .iter()
+        .map(|r| r.metrics.lease_watch_open.get())
+        .collect();
     for r in replicas {
         let _ = r.stop.send(());
         let _ = tokio::time::timeout(wall(Duration::from_secs(600)), r.task).await;
@@ -296,6 +311,13 @@ async fn three_replicas_cost_what_the_call_plan_says() {
         following,
         "the leader follows the inventory through its streams"
     );
+    for (i, w) in watching.iter().enumerate() {
+        assert_eq!(
+            *w,
+            i64::from(i != leader_idx),
+            "each standby holds a watch open on the leader, the leader none: {watching:?}"
+        );
+    }
 
     // Every call the adapters booked went through the interceptor, and the other way round.
     let mut all_calls: BTreeMap<String, u64> = BTreeMap::new();

@@ -223,6 +223,78 @@ fn three_replicas_probe_the_real_endpoints_on_the_metrics_port() {
     );
 }
 
+/// Whether a NetworkPolicy rule allows TCP `port`.
+fn allows_port(rule: &Value, port: u64) -> bool {
+    rule.get("ports")
+        .and_then(Value::as_sequence)
+        .is_some_and(|ps| {
+            ps.iter().any(|p| {
+                p.get("port").and_then(Value::as_u64) == Some(port)
+                    && p.get("protocol").and_then(Value::as_str).unwrap_or("TCP") == "TCP"
+            })
+        })
+}
+
+/// Whether a NetworkPolicy rule's peers (`from` or `to`) include the pods labelled `labels`
+/// (no peers: every peer).
+fn reaches_pods(rule: &Value, peers: &str, labels: &Value) -> bool {
+    match rule.get(peers).and_then(Value::as_sequence) {
+        None => true,
+        Some(ps) => ps.iter().any(|p| {
+            p.get("podSelector")
+                .and_then(|sel| sel.get("matchLabels"))
+                .is_some_and(|m| m == labels)
+                && p.get("namespaceSelector").is_none()
+        }),
+    }
+}
+
+#[test]
+fn replicas_advertise_their_pod_ip_and_may_reach_each_others_lease_watch() {
+    let k = k8s();
+    let c = container(&k);
+    let env = at(c, "env").as_sequence().expect("env");
+    let pod_ip = env
+        .iter()
+        .find(|e| s(e, "name") == "POD_IP")
+        .expect("POD_IP is set: the lease names it for the standbys' watch");
+    assert_eq!(s(pod_ip, "valueFrom.fieldRef.fieldPath"), "status.podIP");
+    assert!(
+        !args(c).contains(&"--advertise-addr"),
+        "the address comes from POD_IP, with the port --listen binds"
+    );
+    let labels = at(&k["Deployment"], "spec.template.metadata.labels");
+    let np = &k["NetworkPolicy"];
+    assert_eq!(at(np, "spec.podSelector.matchLabels"), labels);
+    let rules = |dir: &str| {
+        at(np, &format!("spec.{dir}"))
+            .as_sequence()
+            .expect(dir)
+            .clone()
+    };
+    assert!(
+        rules("ingress")
+            .iter()
+            .any(|r| allows_port(r, 9464) && reaches_pods(r, "from", labels)),
+        "the replicas may connect to each other's port 9464"
+    );
+    assert!(
+        rules("egress")
+            .iter()
+            .any(|r| allows_port(r, 9464) && reaches_pods(r, "to", labels)),
+        "a standby may connect to the leader's port 9464"
+    );
+    // Nothing else is opened on the way out: DNS, HTTPS, and the replicas' port.
+    for r in rules("egress") {
+        if allows_port(&r, 9464) {
+            assert!(
+                r.get("to").is_some(),
+                "port 9464 is open to the replicas only, not to every address"
+            );
+        }
+    }
+}
+
 #[test]
 fn the_service_account_assumes_the_terraform_role_through_irsa() {
     let k = k8s();

@@ -12,7 +12,7 @@ use mrgc_autoscaler::app::service::{ServiceDeps, ServiceOptions, run_service};
 use mrgc_autoscaler::app::{Leadership, PoolError, Settings};
 use mrgc_autoscaler::core::policy::{PolicySource, parse_sources};
 use mrgc_autoscaler::core::{Action, Outcome, ReasonCode};
-use mrgc_autoscaler::ports::{DecisionLog, Fence, LeaseStore, PortError};
+use mrgc_autoscaler::ports::{DecisionLog, Fence, LeaseStore, PortError, Stamp};
 use mrgc_autoscaler::telemetry::{Metrics, sample};
 
 mod fixtures;
@@ -228,12 +228,24 @@ async fn a_deposed_leader_cannot_append() {
     let p = policies();
     let key = lease_key(REGION);
     let old = r
-        .acquire(&key, "old", None, Duration::from_secs(15))
+        .acquire(
+            &key,
+            "old",
+            None,
+            Duration::from_secs(15),
+            &Stamp::default(),
+        )
         .await
         .unwrap();
-    r.acquire(&key, "new", Some(old.version), Duration::from_secs(15))
-        .await
-        .unwrap();
+    r.acquire(
+        &key,
+        "new",
+        Some(old.version),
+        Duration::from_secs(15),
+        &Stamp::default(),
+    )
+    .await
+    .unwrap();
     let mut rec = reconciler(&r, false);
     traffic(&r, T0 - 300_000, T0, 20.0, 20.0);
     let stale = Leadership {

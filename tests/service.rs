@@ -12,15 +12,13 @@ use tokio::sync::oneshot;
 
 use mrgc_autoscaler::adapters::memory::MemoryRegion;
 use mrgc_autoscaler::app::clock::TokioClock;
-use mrgc_autoscaler::app::election::{
-    DEFAULT_STANDBY_POLL, ElectionConfig, LeaderState, lease_key,
-};
+use mrgc_autoscaler::app::election::{DEFAULT_RENEW_EVERY, ElectionConfig, LeaderState, lease_key};
 use mrgc_autoscaler::app::http::{self, Status};
 use mrgc_autoscaler::app::policy_files::load_paths;
 use mrgc_autoscaler::app::service::{Handover, ServiceDeps, ServiceOptions, run_service};
 use mrgc_autoscaler::app::{CycleReport, Settings};
 use mrgc_autoscaler::core::DecisionRecord;
-use mrgc_autoscaler::ports::{Clock, LeaseStore, PortError};
+use mrgc_autoscaler::ports::{Clock, LeaseStore, PortError, Stamp};
 use mrgc_autoscaler::telemetry::{Metrics, sample};
 
 const T0: i64 = 1_764_000_000_000;
@@ -88,6 +86,8 @@ struct Start {
     shadow_paths: Vec<PathBuf>,
     listener: Option<tokio::net::TcpListener>,
     record_heartbeat: Option<Duration>,
+    /// Write this watch address into the lease while leading.
+    advertise: Option<String>,
 }
 
 /// Start one replica `id` of the service on `r`. Replicas share `clock` (T0 at the test's
@@ -114,7 +114,10 @@ fn start(r: &MemoryRegion, clock: &TokioClock, id: &str, s: Start) -> Replica {
             record_heartbeat: s.record_heartbeat.unwrap_or(Duration::from_secs(600)),
         },
         interval: Duration::from_secs(30),
-        election: ElectionConfig::new(REGION, id),
+        election: ElectionConfig {
+            advertise: s.advertise,
+            ..ElectionConfig::new(REGION, id)
+        },
         policy_paths: s.policy_paths,
         policy_poll: Duration::from_secs(5),
         shadow,
@@ -362,7 +365,7 @@ async fn readiness_stays_down_while_a_failing_pool_backs_off() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn on_shutdown_the_leader_releases_and_the_standby_takes_over_within_a_standby_poll() {
+async fn on_shutdown_the_leader_releases_and_an_unwatching_standby_takes_over_at_its_next_read() {
     let clock = TokioClock::starting_at(T0, 1.0);
     let r = region();
     let world = world(&r, &clock);
@@ -371,7 +374,11 @@ async fn on_shutdown_the_leader_releases_and_the_standby_takes_over_within_a_sta
     let b = start(&r, &clock, "b", Start::default());
     let mut a_watch = a.status.leader_watch();
     let mut b_watch = b.status.leader_watch();
+    let reads = r.calls().lease_reads;
     tokio::time::sleep(Duration::from_secs(120)).await;
+    // Once per renewal: 6 in two minutes (and a's first read).
+    let reads = r.calls().lease_reads - reads;
+    assert!((5..=7).contains(&reads), "{reads} lease reads in 120 s");
     assert_eq!(
         *a_watch.borrow_and_update(),
         LeaderState {
@@ -393,9 +400,11 @@ async fn on_shutdown_the_leader_releases_and_the_standby_takes_over_within_a_sta
             .expect("b's watch is open");
     let after = stopped_at.elapsed();
     assert_eq!(took_over.epoch, 2);
+    // No watch (a advertises no address): b reads the lease once per renewal, when the lease
+    // it saw would expire unless renewed.
     assert!(
-        after <= DEFAULT_STANDBY_POLL + Duration::from_millis(100),
-        "the standby polls the lease every {DEFAULT_STANDBY_POLL:?}, took {after:?}"
+        after <= DEFAULT_RENEW_EVERY + Duration::from_millis(100),
+        "the standby reads the lease every {DEFAULT_RENEW_EVERY:?}, took {after:?}"
     );
     let lease = r.read(&lease_key(REGION)).await.unwrap().unwrap();
     assert_eq!((lease.holder.as_str(), lease.epoch), ("b", 2));
@@ -577,4 +586,294 @@ async fn the_service_serves_its_endpoints_and_stops_serving_when_it_stops() {
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "the endpoints stop with the service"
     );
+}
+
+/// `GET /v1/lease/watch?epoch=N` (what a standby holds open on the leader).
+async fn watch(addr: std::net::SocketAddr, epoch: &str) -> (u16, String) {
+    let (code, _, body) = get(addr, &format!("/v1/lease/watch?epoch={epoch}")).await;
+    (code, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_watch_answers_when_the_leader_lets_go() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let status = Status::new(Duration::from_secs(30));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(http::serve(
+        listener,
+        status.clone(),
+        Metrics::new(REGION),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    // Bad requests are refused, not waited on.
+    for bad in ["x", "-1", "", "1e3", "99999999999999999999999"] {
+        assert_eq!(watch(addr, bad).await.0, 400, "epoch={bad}");
+    }
+    assert_eq!(get(addr, "/v1/lease/watch").await.0, 400);
+
+    status.leadership(true, 5);
+    // Another epoch than the one it leads at: at once.
+    assert_eq!(
+        watch(addr, "4").await,
+        (200, r#"{"epoch":4,"state":"not_holder"}"#.to_string())
+    );
+    // Its own epoch: held open until it lets go, then `released` (it gave the lease up).
+    let open = tokio::spawn(watch(addr, "5"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!open.is_finished(), "a watch on the leader's epoch waits");
+    status.released(5);
+    status.leadership(false, 0);
+    let answered = tokio::time::timeout(Duration::from_secs(5), open)
+        .await
+        .expect("answered once it let go")
+        .unwrap();
+    assert_eq!(
+        answered,
+        (200, r#"{"epoch":5,"state":"released"}"#.to_string())
+    );
+    // Lost without a release (a lapsed lease): `not_holder`.
+    status.leadership(true, 6);
+    let open = tokio::spawn(watch(addr, "6"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    status.leadership(false, 0);
+    assert_eq!(
+        open.await.unwrap(),
+        (200, r#"{"epoch":6,"state":"not_holder"}"#.to_string())
+    );
+    // A bounded number of watches at once: the next one is turned away.
+    status.leadership(true, 7);
+    let held: Vec<_> = (0..mrgc_autoscaler::app::watch::MAX_WATCHERS)
+        .map(|_| tokio::spawn(watch(addr, "7")))
+        .collect();
+    let mut turned_away = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if watch(addr, "7").await.0 == 503 {
+            turned_away = true;
+            break;
+        }
+    }
+    assert!(turned_away, "watch number {} is refused", held.len() + 1);
+    status.leadership(false, 0);
+    for h in held {
+        let (code, body) = h.await.unwrap();
+        assert_eq!(code, 200);
+        assert!(body.contains("not_holder"), "{body}");
+    }
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}
+
+/// Poll `cond` every 20 ms for up to `limit`.
+async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let t = tokio::time::Instant::now();
+    while t.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cond()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_hears_a_release_through_the_leaders_watch_at_once() {
+    let clock = TokioClock::starting_at(T0, 1.0);
+    let r = region();
+    let world = world(&r, &clock);
+    let serve = |id: &str, listener: tokio::net::TcpListener| {
+        let advertise = listener.local_addr().unwrap().to_string();
+        start(
+            &r,
+            &clock,
+            id,
+            Start {
+                listener: Some(listener),
+                advertise: Some(advertise),
+                ..Start::default()
+            },
+        )
+    };
+    let a = serve(
+        "a",
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    );
+    let mut a_watch = a.status.leader_watch();
+    a_watch.wait_for(|s| s.is_leader).await.unwrap();
+    let b = serve(
+        "b",
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || b.metrics.lease_watch_open.get()
+            == 1)
+        .await,
+        "b watches a"
+    );
+    let reads = r.calls().lease_reads;
+    let mut b_watch = b.status.leader_watch();
+    let stopped_at = std::time::Instant::now();
+    let stopping = tokio::spawn(a.stop());
+    let took_over =
+        tokio::time::timeout(Duration::from_secs(15), b_watch.wait_for(|s| s.is_leader))
+            .await
+            .expect("b takes over")
+            .map(|s| *s)
+            .expect("b's watch is open");
+    let after = stopped_at.elapsed();
+    let (handover, _) = stopping.await.unwrap();
+    assert_eq!(handover, Handover::Released { epoch: 1 });
+    assert_eq!(took_over.epoch, 2);
+    println!("SIGTERM takeover through the watch, in process: {after:?}");
+    // Without the watch b would read at its next scheduled read, up to a renewal period
+    // (20 s) later; through it, at once.
+    assert!(after < Duration::from_secs(2), "took {after:?}");
+    assert!(
+        r.calls().lease_reads - reads <= 4,
+        "b read the lease {} times to take over",
+        r.calls().lease_reads - reads
+    );
+    assert!(
+        b.metrics
+            .render()
+            .contains("mrgc_autoscaler_lease_watches_total{outcome=\"released\"} 1"),
+        "{}",
+        b.metrics.render()
+    );
+    b.stop().await;
+    world.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_whose_leader_is_gone_reads_at_the_expiry_and_takes_over() {
+    let clock = TokioClock::starting_at(T0, 1.0);
+    let r = region();
+    let world = world(&r, &clock);
+    // A holder that died: its address refuses connections, its 3 s lease is not renewed.
+    let gone = {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    };
+    let lease = Duration::from_secs(3);
+    r.acquire(
+        &lease_key(REGION),
+        "ghost",
+        None,
+        lease,
+        &Stamp {
+            at_ms: clock.now_ms(),
+            addr: Some(gone.to_string()),
+        },
+    )
+    .await
+    .unwrap();
+    let reads = r.calls().lease_reads;
+    let started = std::time::Instant::now();
+    let b = start(&r, &clock, "b", Start::default());
+    let mut b_watch = b.status.leader_watch();
+    let took_over =
+        tokio::time::timeout(Duration::from_secs(20), b_watch.wait_for(|s| s.is_leader))
+            .await
+            .expect("b takes over")
+            .map(|s| *s)
+            .expect("b's watch is open");
+    let after = started.elapsed();
+    assert_eq!(took_over.epoch, 2);
+    // Not before the lease ran a whole duration by b's clock, and at its expiry, not later.
+    assert!(after >= lease, "took over after {after:?}");
+    assert!(after < lease + Duration::from_secs(3), "took {after:?}");
+    assert!(
+        b.metrics
+            .render()
+            .contains("mrgc_autoscaler_lease_watches_total{outcome=\"gone\"}"),
+        "the refused watch was seen: {}",
+        b.metrics.render()
+    );
+    // A first read, one for the refused watch, one at the expiry.
+    let reads = r.calls().lease_reads - reads;
+    assert!(reads <= 4, "{reads} lease reads");
+    b.stop().await;
+    world.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_watch_costs_a_few_reads_and_never_a_live_lease() {
+    let clock = TokioClock::starting_at(T0, 1.0);
+    let r = region();
+    let world = world(&r, &clock);
+    // The holder's address answers every watch at once: "released" (for the right epoch),
+    // while the holder keeps renewing its lease.
+    let liar = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let liar_addr = liar.local_addr().unwrap();
+    let asked = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let lying = {
+        let asked = asked.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = liar.accept().await {
+                asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 2048];
+                    let _ = s.read(&mut buf).await;
+                    let body = r#"{"epoch":1,"state":"released"}"#;
+                    let _ = s
+                        .write_all(
+                            format!(
+                                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                                body.len()
+                            )
+                            .as_bytes(),
+                        )
+                        .await;
+                });
+            }
+        })
+    };
+    let key = lease_key(REGION);
+    let lease = Duration::from_secs(3);
+    r.acquire(
+        &key,
+        "liar",
+        None,
+        lease,
+        &Stamp {
+            at_ms: clock.now_ms(),
+            addr: Some(liar_addr.to_string()),
+        },
+    )
+    .await
+    .unwrap();
+    let renewing = {
+        let (r, clock, key) = (r.clone(), clock.clone(), key.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                r.renew(&key, "liar", 1, clock.now_ms()).await.unwrap();
+            }
+        })
+    };
+    let reads = r.calls().lease_reads;
+    let b = start(&r, &clock, "b", Start::default());
+    let mut b_watch = b.status.leader_watch();
+    let span = Duration::from_secs(8);
+    assert!(
+        tokio::time::timeout(span, b_watch.wait_for(|s| s.is_leader))
+            .await
+            .is_err(),
+        "b took a lease that was renewed all along"
+    );
+    let lease_now = r.read(&key).await.unwrap().unwrap();
+    assert_eq!((lease_now.holder.as_str(), lease_now.epoch), ("liar", 1));
+    // Backing off (1 s, 2 s, 4 s): a handful of watches, each a read and a few re-reads.
+    let asked = asked.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((2..=6).contains(&asked), "{asked} watches in {span:?}");
+    let reads = r.calls().lease_reads - reads;
+    // Once per renewal (1 s) on schedule, and up to 4 per lie.
+    assert!(reads <= 8 + 4 * u64::from(asked) + 2, "{reads} lease reads");
+    b.stop().await;
+    renewing.abort();
+    lying.abort();
+    world.abort();
 }

@@ -26,7 +26,7 @@ use crate::core::{
 };
 use crate::ports::{
     Actuator, Backends, DecisionLog, Fence, Inventory, Lease, LeaseStore, MetricsSource,
-    PoolInventory, PortError, PortResult,
+    PoolInventory, PortError, PortResult, Stamp,
 };
 use crate::schema;
 
@@ -64,6 +64,8 @@ pub struct Calls {
     /// Instance ids terminated through `terminate`, in call order.
     pub terminated: Vec<String>,
     pub mark_draining: u64,
+    /// Lease reads (`LeaseStore::read`), as a standby makes them.
+    pub lease_reads: u64,
 }
 
 /// Instance ids of one pool by region.
@@ -818,7 +820,9 @@ impl DecisionLog for MemoryRegion {
 #[async_trait]
 impl LeaseStore for MemoryRegion {
     async fn read(&self, key: &str) -> PortResult<Option<Lease>> {
-        Ok(self.lock().leases.get(key).cloned())
+        let mut s = self.lock();
+        s.calls.lease_reads += 1;
+        Ok(s.leases.get(key).cloned())
     }
 
     async fn acquire(
@@ -827,6 +831,7 @@ impl LeaseStore for MemoryRegion {
         holder: &str,
         expected_version: Option<u64>,
         duration: Duration,
+        stamp: &Stamp,
     ) -> PortResult<Lease> {
         let mut s = self.lock();
         let current = s.leases.get(key);
@@ -847,16 +852,19 @@ impl LeaseStore for MemoryRegion {
             epoch,
             version,
             duration_ms: duration.as_millis() as u64,
+            renewed_at_ms: Some(stamp.at_ms),
+            addr: stamp.addr.clone(),
         };
         s.leases.insert(key.to_string(), lease.clone());
         Ok(lease)
     }
 
-    async fn renew(&self, key: &str, holder: &str, epoch: u64) -> PortResult<Lease> {
+    async fn renew(&self, key: &str, holder: &str, epoch: u64, at_ms: i64) -> PortResult<Lease> {
         let mut s = self.lock();
         match s.leases.get_mut(key) {
             Some(l) if l.holder == holder && l.epoch == epoch => {
                 l.version += 1;
+                l.renewed_at_ms = Some(at_ms);
                 Ok(l.clone())
             }
             Some(l) => Err(PortError::Conflict(format!(
@@ -876,6 +884,7 @@ impl LeaseStore for MemoryRegion {
             && l.epoch == epoch
         {
             l.holder.clear();
+            l.addr = None;
             l.version += 1;
         }
         Ok(())
@@ -972,16 +981,39 @@ mod tests {
         let r = MemoryRegion::new("us-east-1", 1);
         let rt = rt();
         let d = Duration::from_secs(15);
-        let a = rt.block_on(r.acquire("k", "a", None, d)).unwrap();
+        let at = |ms: i64, addr: Option<&str>| Stamp {
+            at_ms: ms,
+            addr: addr.map(str::to_string),
+        };
+        let a = rt
+            .block_on(r.acquire("k", "a", None, d, &at(1_000, Some("10.0.0.1:9464"))))
+            .unwrap();
         assert_eq!((a.epoch, a.version), (1, 1));
-        assert!(rt.block_on(r.acquire("k", "b", None, d)).is_err());
-        let a2 = rt.block_on(r.renew("k", "a", 1)).unwrap();
+        assert_eq!(
+            (a.renewed_at_ms, a.addr.as_deref()),
+            (Some(1_000), Some("10.0.0.1:9464"))
+        );
+        assert!(
+            rt.block_on(r.acquire("k", "b", None, d, &at(1_000, None)))
+                .is_err()
+        );
+        let a2 = rt.block_on(r.renew("k", "a", 1, 21_000)).unwrap();
         assert_eq!(a2.version, 2);
+        assert_eq!(
+            (a2.renewed_at_ms, a2.addr.as_deref()),
+            (Some(21_000), Some("10.0.0.1:9464"))
+        );
         // b saw version 1, but it moved on: the takeover must fail.
-        assert!(rt.block_on(r.acquire("k", "b", Some(1), d)).is_err());
-        let b = rt.block_on(r.acquire("k", "b", Some(2), d)).unwrap();
+        assert!(
+            rt.block_on(r.acquire("k", "b", Some(1), d, &at(22_000, None)))
+                .is_err()
+        );
+        let b = rt
+            .block_on(r.acquire("k", "b", Some(2), d, &at(50_000, None)))
+            .unwrap();
         assert_eq!((b.holder.as_str(), b.epoch), ("b", 2));
-        assert!(rt.block_on(r.renew("k", "a", 1)).is_err());
+        assert_eq!(b.addr, None, "a new holder's address replaces the old one");
+        assert!(rt.block_on(r.renew("k", "a", 1, 50_000)).is_err());
         rt.block_on(r.release("k", "a", 1)).unwrap();
         assert_eq!(
             rt.block_on(r.read("k")).unwrap().unwrap().holder,
@@ -990,6 +1022,8 @@ mod tests {
         );
         rt.block_on(r.release("k", "b", 2)).unwrap();
         let released = rt.block_on(r.read("k")).unwrap().unwrap();
+        assert_eq!(released.addr, None);
+        assert_eq!(r.calls().lease_reads, 2);
         assert_eq!(
             (released.holder.as_str(), released.epoch, released.version),
             ("", 2, 4)

@@ -1,19 +1,24 @@
 //! The service's HTTP endpoints: `/healthz` (the loop is alive), `/readyz` (policies loaded,
-//! backends reachable, and the lease state), `/metrics` (Prometheus text).
+//! backends reachable, and the lease state), `/metrics` (Prometheus text), and the lease watch
+//! `/v1/lease/watch?epoch=N` that standbys hold open on the leader (`watch.rs`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::sync::watch;
 
+use serde::Deserialize;
+
 use super::election::LeaderState;
 use super::leadership::{ActGuard, Permit};
+use super::watch::{MAX_WATCHERS, WATCH_HOLD, WATCH_PATH, WatchAnswer, WatchState};
 use crate::telemetry::Metrics;
 
 /// What the loop tells the endpoints. Written by the service loop, read by HTTP handlers; no
@@ -42,6 +47,8 @@ pub struct Status {
     lease_error: Mutex<Option<String>>,
     /// The lease store answered at least once.
     lease_reached: AtomicBool,
+    /// The epoch whose lease this replica gave up last (0: none), for the lease watch.
+    released_epoch: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -67,6 +74,7 @@ impl Status {
             guard: Mutex::new(None),
             lease_error: Mutex::new(None),
             lease_reached: AtomicBool::new(false),
+            released_epoch: AtomicU64::new(0),
         })
     }
 
@@ -122,6 +130,12 @@ impl Status {
             true
         });
         previous
+    }
+
+    /// This replica gave up the lease of `epoch` (before it publishes that it follows, so the
+    /// lease watch answers `released`).
+    pub fn released(&self, epoch: u64) {
+        self.released_epoch.store(epoch, Ordering::SeqCst);
     }
 
     /// Whether the last lease read or renewal reached the lease store (None: it did).
@@ -236,6 +250,8 @@ impl Status {
 struct AppState {
     status: Arc<Status>,
     metrics: Metrics,
+    /// Lease watches served at once, at most `MAX_WATCHERS`.
+    watchers: Arc<tokio::sync::Semaphore>,
 }
 
 fn reply(r: Result<String, String>) -> (StatusCode, String) {
@@ -260,12 +276,76 @@ async fn metrics_text(State(s): State<AppState>) -> impl IntoResponse {
     )
 }
 
+#[derive(Deserialize)]
+struct WatchQuery {
+    epoch: u64,
+}
+
+fn answer(epoch: u64, state: WatchState) -> axum::response::Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_string(&WatchAnswer { epoch, state }).unwrap_or_default(),
+    )
+        .into_response()
+}
+
+/// The lease watch: answers when this replica no longer leads at `epoch` (`released` if it gave
+/// that lease up, `not_holder` otherwise) or after `WATCH_HOLD` (`held`). It tells nothing the
+/// lease item and `/readyz` do not.
+async fn lease_watch(
+    State(s): State<AppState>,
+    query: Result<Query<WatchQuery>, QueryRejection>,
+) -> axum::response::Response {
+    let Ok(Query(q)) = query else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "expected ?epoch=<whole number>\n".to_string(),
+        )
+            .into_response();
+    };
+    let Ok(_permit) = s.watchers.clone().try_acquire_owned() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many lease watches\n".to_string(),
+        )
+            .into_response();
+    };
+    let mut leader = s.status.leader_watch();
+    let deadline = tokio::time::Instant::now() + WATCH_HOLD;
+    loop {
+        let now = *leader.borrow_and_update();
+        if !(now.is_leader && now.epoch == q.epoch) {
+            let released = s.status.released_epoch.load(Ordering::SeqCst) == q.epoch;
+            let state = if released {
+                WatchState::Released
+            } else {
+                WatchState::NotHolder
+            };
+            return answer(q.epoch, state);
+        }
+        tokio::select! {
+            changed = leader.changed() => {
+                if changed.is_err() {
+                    return answer(q.epoch, WatchState::NotHolder);
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => return answer(q.epoch, WatchState::Held),
+        }
+    }
+}
+
 pub fn router(status: Arc<Status>, metrics: Metrics) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .with_state(AppState { status, metrics })
+        .route(WATCH_PATH, get(lease_watch))
+        .with_state(AppState {
+            status,
+            metrics,
+            watchers: Arc::new(tokio::sync::Semaphore::new(MAX_WATCHERS)),
+        })
 }
 
 /// Serve the endpoints on `listener` until `shutdown` resolves.

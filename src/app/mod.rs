@@ -13,5 +13,6 @@ pub mod policy_files;
 pub mod reconciler;
 pub mod reload;
 pub mod service;
+pub mod watch;
 
 pub use reconciler::{CycleReport, Leadership, PoolError, Reconciler, Settings};

@@ -22,7 +22,10 @@ use crate::adapters::aws::{
 };
 use crate::core::{Action, DecisionKey, DecisionRecord, Outcome, ReasonCode};
 
-use super::election::{DEFAULT_LEASE_DURATION, DEFAULT_RENEW_EVERY, DEFAULT_STANDBY_POLL};
+use super::election::{
+    DEFAULT_LEASE_DURATION, DEFAULT_RENEW_EVERY, DEFAULT_STANDBY_POLL, kill_takeover_bound,
+    standby_read_period,
+};
 use super::observe::{MODEL_LOAD_REFRESH_MS, SAMPLE_PERIOD_MS};
 
 /// A 30-day month.
@@ -40,6 +43,7 @@ pub struct Deployment {
     pub interval: Duration,
     pub lease_duration: Duration,
     pub renew_every: Duration,
+    /// The longest a standby goes between lease reads (it reads once per renewal if sooner).
     pub standby_poll: Duration,
     pub record_heartbeat: Duration,
     pub cloudwatch: bool,
@@ -171,13 +175,16 @@ pub fn plan(d: &Deployment, sizes: &ItemSizes, span: Duration) -> Vec<Line> {
     );
     renew.write_units = renew.calls * write_item_units(sizes.lease);
     lines.push(renew);
+    // A standby reads the lease when the lease it saw would expire unless renewed: once per
+    // renewal while the leader lives. The leader's watch costs no DynamoDB call; a read it
+    // triggers comes with a takeover (or a leader's death), not in steady state.
     let standbys = f64::from(d.replicas.saturating_sub(1));
     if standbys > 0.0 {
         let mut read = Line::new(
             Role::Standby,
             "controller-leases",
             "GetItem",
-            standbys * times(span, d.standby_poll),
+            standbys * times(span, standby_read_period(d.renew_every, d.standby_poll)),
         );
         // Eventually consistent: half the strongly consistent price.
         read.read_units = read.calls * get_item_units(sizes.lease) / 2.0;
@@ -309,10 +316,17 @@ pub struct Bill {
     pub custom_metrics: f64,
     pub dynamodb_dollars: f64,
     pub cloudwatch_dollars: f64,
-    /// Upper bounds of the takeover after a kill -9 and after a SIGTERM of the leader.
+    /// Upper bounds of the takeover after a kill -9 and after a SIGTERM of the leader (the
+    /// latter through the leader's watch, and without it: at a standby's next read).
     pub kill_takeover: Duration,
     pub term_takeover: Duration,
+    pub term_takeover_unwatched: Duration,
 }
+
+/// A SIGTERM takeover through the leader's watch: the release, the watch's answer, one lease
+/// read and one conditional write, four round trips inside one region (a release that takes
+/// longer than `service::RELEASE_TIMEOUT` is abandoned, and the standby waits out the lease).
+pub const WATCHED_TERM_TAKEOVER: Duration = Duration::from_secs(1);
 
 /// The bill of `d` over a month.
 pub fn monthly_bill(d: &Deployment, sizes: &ItemSizes, prices: &Prices) -> Bill {
@@ -345,8 +359,9 @@ pub fn monthly_bill(d: &Deployment, sizes: &ItemSizes, prices: &Prices) -> Bill 
         stream_read_units,
         cloudwatch_requests,
         custom_metrics,
-        kill_takeover: d.lease_duration + d.standby_poll,
-        term_takeover: d.standby_poll,
+        kill_takeover: kill_takeover_bound(d.lease_duration, d.renew_every, d.standby_poll),
+        term_takeover: WATCHED_TERM_TAKEOVER,
+        term_takeover_unwatched: standby_read_period(d.renew_every, d.standby_poll),
     }
 }
 
@@ -366,6 +381,8 @@ pub fn example_lease() -> HashMap<String, AttributeValue> {
         ("epoch".to_string(), n(12)),
         ("version".to_string(), n(482_113)),
         ("duration_ms".to_string(), n(24_000)),
+        ("renewed_at_ms".to_string(), n(1_764_000_000_123_i64)),
+        ("holder_addr".to_string(), s("10.42.117.203:9464")),
     ])
 }
 
@@ -457,21 +474,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_defaults_meet_the_write_and_failover_goals_and_say_what_reads_cost() {
+    fn the_defaults_meet_the_read_write_and_failover_goals() {
         let bill = monthly_bill(
             &Deployment::default(),
             &ItemSizes::seed(),
             &Prices::default(),
         );
+        assert!(bill.read_units <= 1e6, "{}", bill.read_units);
         assert!(bill.write_units <= 0.5e6, "{}", bill.write_units);
         assert!(
             bill.cloudwatch_dollars <= 3.0,
             "{}",
             bill.cloudwatch_dollars
         );
-        assert!(bill.kill_takeover <= Duration::from_secs(30));
+        assert_eq!(bill.kill_takeover, Duration::from_millis(28_500));
         assert!(bill.term_takeover <= Duration::from_secs(5));
-        // The standbys' lease reads are most of the reads: 2 × 3 regions × a month / 4.5 s × 0.5.
+        assert_eq!(bill.term_takeover_unwatched, DEFAULT_RENEW_EVERY);
+        // The standbys read once per renewal: 2 × 3 regions × a month / 20 s × 0.5.
         let standby: f64 = bill
             .lines
             .iter()
@@ -479,7 +498,31 @@ mod tests {
             .map(|l| l.read_units)
             .sum::<f64>()
             * 3.0;
-        assert_eq!(standby.round(), 1_728_000.0);
+        assert_eq!(standby.round(), 388_800.0);
+    }
+
+    #[test]
+    fn a_shorter_standby_poll_costs_reads_and_shortens_the_takeovers() {
+        let sizes = ItemSizes::seed();
+        let at = |poll: u64| {
+            monthly_bill(
+                &Deployment {
+                    standby_poll: Duration::from_secs(poll),
+                    ..Deployment::default()
+                },
+                &sizes,
+                &Prices::default(),
+            )
+        };
+        let (default, two) = (at(24), at(2));
+        assert_eq!(
+            default,
+            monthly_bill(&Deployment::default(), &sizes, &Prices::default())
+        );
+        // Ten reads per renewal instead of one.
+        assert!((two.read_units - default.read_units - 9.0 * 388_800.0).abs() < 1.0);
+        assert_eq!(two.kill_takeover, Duration::from_secs(26));
+        assert_eq!(two.term_takeover_unwatched, Duration::from_secs(2));
     }
 
     #[test]

@@ -15,11 +15,12 @@ use crate::core::PolicySet;
 use crate::core::policy::PolicyError;
 use crate::ports::{Clock, LeaseStore};
 
-use super::election::{ElectionConfig, Elector, Transition};
+use super::election::{ElectionConfig, Elector, Transition, WatchTarget};
 use super::http::{self, Status};
 use super::leadership::Leadership;
 use super::reconciler::{CycleReport, Reconciler, Settings};
 use super::reload::{PolicyWatcher, ReloadOutcome};
+use super::watch::{self, WatchEvent};
 use crate::ports::Backends;
 use crate::telemetry::Metrics;
 
@@ -55,7 +56,8 @@ pub struct ServiceDeps {
 pub enum Handover {
     /// It did not hold the lease.
     NotLeader,
-    /// It released the lease: a standby takes over on its next poll.
+    /// It released the lease: a standby watching it takes over at once, the others at their
+    /// next read.
     Released { epoch: u64 },
     /// Releasing failed: a standby takes over after one lease duration.
     Failed { epoch: u64, error: String },
@@ -108,6 +110,11 @@ pub async fn run_service(
         leadership: tokio::sync::watch::Sender::new(Leadership::follower()),
     });
     let mut leadership_rx = lease.leadership.subscribe();
+    // A standby watches the leader it read (when the leader advertises an address): the
+    // watcher tells the renewal task to read the lease at once when the leader lets go.
+    let (targets, targets_rx) = tokio::sync::watch::channel(None);
+    let (events, events_rx) = tokio::sync::mpsc::channel(1);
+    let watcher = tokio::spawn(watch::run_watcher(targets_rx, events, metrics.clone()));
     // Renewal runs on its own task, never behind a slow cycle; the loop reads its result.
     let renewal = tokio::spawn(renew(
         lease.clone(),
@@ -116,6 +123,10 @@ pub async fn run_service(
         metrics.clone(),
         opts.election.clone(),
         region.clone(),
+        Watching {
+            targets,
+            events: events_rx,
+        },
     ));
     let mut reconciler = Reconciler::new(deps.backends, opts.settings.clone(), metrics.clone());
     let mut live_watcher = (!opts.policy_paths.is_empty())
@@ -279,7 +290,15 @@ pub async fn run_service(
     status.stopping();
     renewal.abort();
     let _ = renewal.await;
+    watcher.abort();
+    let _ = watcher.await;
+    metrics.lease_watch_open.set(0);
     let handover = release(&lease, &clock, &region).await;
+    // Released before it says it follows: the lease watch then answers `released`, and the
+    // standbys read the lease at once.
+    if let Handover::Released { epoch } = &handover {
+        status.released(*epoch);
+    }
     metrics.leader.set(0);
     metrics.leader_epoch.set(0);
     status.leadership(false, 0);
@@ -304,7 +323,7 @@ async fn release(lease: &Lease, clock: &Arc<dyn Clock>, region: &str) -> Handove
         None => Handover::NotLeader,
         Some(epoch) => match tokio::time::timeout(RELEASE_TIMEOUT, elector.release()).await {
             Ok(Ok(())) => {
-                tracing::info!(region = %region, epoch, "released the lease; a standby takes over on its next poll");
+                tracing::info!(region = %region, epoch, "released the lease; a standby watching it takes over at once, the others at their next read");
                 Handover::Released { epoch }
             }
             Ok(Err(e)) => Handover::Failed {
@@ -323,10 +342,23 @@ async fn release(lease: &Lease, clock: &Arc<dyn Clock>, region: &str) -> Handove
     handover
 }
 
+/// The renewal task's side of the lease watch.
+struct Watching {
+    /// The leader to watch (None while leading, or when the leader advertises no address).
+    targets: tokio::sync::watch::Sender<Option<WatchTarget>>,
+    /// From the watcher: read the lease now.
+    events: tokio::sync::mpsc::Receiver<WatchEvent>,
+}
+
+/// After the leader's watch says it released its lease, a read that still shows it held may be
+/// a stale (eventually consistent) one: look again this often, this many times.
+const CONFIRM_RELEASE_EVERY: Duration = Duration::from_millis(300);
+const CONFIRM_RELEASE_READS: u8 = 3;
+
 /// The renewal task: a leader renews every `renew_every` (retrying sooner after a failed
-/// renewal), a follower reads the lease every `standby_poll` (so a released lease is taken
-/// over within about that); each publishes the leadership that results, and logs and counts
-/// transitions.
+/// renewal); a follower reads the lease when the elector says (when the lease it saw would
+/// expire unless renewed, or when it may take it over) and at once when the leader's watch
+/// answers. Each publishes the leadership that results, and logs and counts transitions.
 async fn renew(
     lease: Arc<Lease>,
     clock: Arc<dyn Clock>,
@@ -334,11 +366,14 @@ async fn renew(
     metrics: Metrics,
     cfg: ElectionConfig,
     region: String,
+    mut watching: Watching,
 ) {
     let leader_tick = cfg.renew_every.max(Duration::from_millis(100));
-    let standby_tick = cfg.standby_poll.max(Duration::from_millis(100));
+    // A release the watch announced and the lease did not show yet: (holder, epoch, reads left).
+    let mut confirming: Option<(String, u64, u8)> = None;
+    let mut watcher_alive = true;
     loop {
-        let (transition, leadership, next_tick, lease_error) = {
+        let (transition, leadership, next_tick, lease_error, target, seen) = {
             let mut e = lease.elector.lock().await;
             let t = e.tick(clock.now_ms()).await;
             let now = clock.now_ms();
@@ -347,6 +382,8 @@ async fn renew(
                 e.leadership(now),
                 e.next_tick_in(now),
                 e.store_error().map(str::to_string),
+                e.watch_target(),
+                e.seen().map(|l| (l.holder.clone(), l.epoch)),
             )
         };
         status.lease_store(lease_error);
@@ -368,13 +405,43 @@ async fn renew(
                 tracing::warn!(region = %region, epoch = previous.epoch, reason, "follower: stopped acting");
             }
         }
-        let tick = if leadership.is_leader {
+        watching.targets.send_if_modified(|t| {
+            if *t == target {
+                return false;
+            }
+            *t = target;
+            true
+        });
+        let mut tick = if leadership.is_leader {
             next_tick.clamp(Duration::from_millis(100), leader_tick)
         } else {
-            standby_tick
+            next_tick
         };
+        // Still showing the holder that said it let go: a stale read, most likely.
+        confirming = match confirming.take() {
+            Some((holder, epoch, left))
+                if !leadership.is_leader
+                    && left > 0
+                    && seen.as_ref() == Some(&(holder.clone(), epoch)) =>
+            {
+                tick = tick.min(CONFIRM_RELEASE_EVERY);
+                Some((holder, epoch, left - 1))
+            }
+            _ => None,
+        };
+        let following = !leadership.is_leader;
         lease.leadership.send_replace(leadership);
-        clock.sleep(tick).await;
+        tokio::select! {
+            _ = clock.sleep(tick) => {}
+            event = watching.events.recv(), if following && watcher_alive => match event {
+                Some(WatchEvent { target, outcome: watch::Outcome::Released }) => {
+                    confirming = Some((target.holder, target.epoch, CONFIRM_RELEASE_READS));
+                }
+                Some(_) => {}
+                // The watcher is gone: read on the elector's schedule alone.
+                None => watcher_alive = false,
+            }
+        }
     }
 }
 

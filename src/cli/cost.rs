@@ -37,9 +37,9 @@ pub(super) struct CostArgs {
     /// As `run --renew-every`.
     #[arg(long, env = "MRGC_RENEW_EVERY", default_value = "20s", value_parser = bounded::lease)]
     renew_every: Duration,
-    /// As `run --standby-poll`.
-    #[arg(long, env = "MRGC_STANDBY_POLL", default_value = "4500ms", value_parser = bounded::lease)]
-    standby_poll: Duration,
+    /// As `run --standby-poll` (default: the lease duration).
+    #[arg(long, env = "MRGC_STANDBY_POLL", value_parser = bounded::lease)]
+    standby_poll: Option<Duration>,
     /// As `run --record-heartbeat`.
     #[arg(long, env = "MRGC_RECORD_HEARTBEAT", default_value = "10m", value_parser = bounded::interval)]
     record_heartbeat: Duration,
@@ -101,7 +101,7 @@ pub(super) fn cost(a: CostArgs) -> anyhow::Result<ExitCode> {
         interval: a.interval,
         lease_duration: a.lease_duration,
         renew_every: a.renew_every,
-        standby_poll: a.standby_poll,
+        standby_poll: a.standby_poll.unwrap_or(a.lease_duration),
         record_heartbeat: a.record_heartbeat,
         cloudwatch: !a.no_cloudwatch,
         cloudwatch_every: a.cloudwatch_every,
@@ -171,9 +171,11 @@ pub(super) fn cost(a: CostArgs) -> anyhow::Result<ExitCode> {
         bill.cloudwatch_requests, bill.custom_metrics, bill.cloudwatch_dollars
     );
     println!(
-        "takeover: within {} after a kill -9 of the leader (lease + standby poll), within {} after a SIGTERM",
+        "takeover: within {} after a kill -9 of the leader (a standby has read the lease within {} of each renewal, and takes it over one lease after the last one); after a SIGTERM within {} through the leader's watch (release, answer, read, write), within {} without it (a standby's next read)",
         humantime::format_duration(bill.kill_takeover),
-        humantime::format_duration(bill.term_takeover)
+        humantime::format_duration(bill.kill_takeover.saturating_sub(d.lease_duration)),
+        humantime::format_duration(bill.term_takeover),
+        humantime::format_duration(bill.term_takeover_unwatched)
     );
     println!(
         "prices: ${}/M reads, ${}/M writes and replicated writes, ${}/M stream reads, ${}/1000 CloudWatch requests, ${}/custom metric-month (on-demand, us-east-1; change with --price-*)",

@@ -107,16 +107,25 @@ pub(super) struct RunArgs {
     #[arg(long, env = "MRGC_POLICY_POLL", default_value = "5s", value_parser = bounded::poll)]
     policy_poll: Duration,
     /// How long a leader's lease lasts without renewal (a kill -9 takeover takes up to this
-    /// plus --standby-poll). `mrgc-autoscaler cost` prices other timings.
+    /// plus the lease's slack over --renew-every, plus 0.5 s). `mrgc-autoscaler cost` prices
+    /// other timings.
     #[arg(long, env = "MRGC_LEASE_DURATION", default_value = "24s", value_parser = bounded::lease)]
     pub(super) lease_duration: Duration,
-    /// How often the leader renews its lease (one write each).
+    /// How often the leader renews its lease (one write each; a standby reads once per renewal).
     #[arg(long, env = "MRGC_RENEW_EVERY", default_value = "20s", value_parser = bounded::lease)]
     pub(super) renew_every: Duration,
-    /// How often a standby reads the lease (half a read unit each): after the leader's SIGTERM
-    /// it takes over within this.
-    #[arg(long, env = "MRGC_STANDBY_POLL", default_value = "4500ms", value_parser = bounded::lease)]
-    pub(super) standby_poll: Duration,
+    /// The longest a standby goes between two lease reads (default: the lease duration). A
+    /// standby reads when the lease it saw would expire unless renewed (once per renewal) and
+    /// at once when the leader's watch answers; a shorter poll bounds a SIGTERM takeover where
+    /// the watch cannot reach the leader, at half a read unit per read.
+    #[arg(long, env = "MRGC_STANDBY_POLL", value_parser = bounded::lease)]
+    pub(super) standby_poll: Option<Duration>,
+    /// AWS backend: where the standbys reach this replica's lease watch while it leads (an IP,
+    /// or IP:port; without a port, the port --listen bound), written into the lease. Default:
+    /// $POD_IP when set; `none` turns the watch off (a standby then learns of a release at its
+    /// next lease read, within --renew-every).
+    #[arg(long, env = "MRGC_ADVERTISE_ADDR", value_parser = advertise)]
+    pub(super) advertise_addr: Option<Advertise>,
     /// Local backend: print every decision, holds included (by default only the decisions
     /// that change something, and a summary line per pool every --summary-every).
     #[arg(short, long, env = "MRGC_VERBOSE")]
@@ -128,6 +137,68 @@ pub(super) struct RunArgs {
     /// each run), for `history --backend local`.
     #[arg(long, env = "MRGC_STATE_DIR", default_value = ".mrgc-local")]
     state_dir: PathBuf,
+}
+
+/// `--advertise-addr`: an IP address, with or without a port, or `none`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Advertise {
+    None,
+    Ip(std::net::IpAddr),
+    Socket(std::net::SocketAddr),
+}
+
+fn advertise(s: &str) -> Result<Advertise, String> {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("none") {
+        return Ok(Advertise::None);
+    }
+    let bare = t.trim_start_matches('[').trim_end_matches(']');
+    let (a, ip, port) = if let Ok(sock) = t.parse::<std::net::SocketAddr>() {
+        (Advertise::Socket(sock), sock.ip(), Some(sock.port()))
+    } else if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+        (Advertise::Ip(ip), ip, None)
+    } else {
+        return Err(format!(
+            "`{s}` is not an IP address or IP:port (or `none`); names are not resolved"
+        ));
+    };
+    if ip.is_unspecified() || ip.is_multicast() || port == Some(0) {
+        return Err(format!(
+            "`{s}` cannot be reached by another replica: give this replica's own address"
+        ));
+    }
+    Ok(a)
+}
+
+/// The watch address to write into the lease: `--advertise-addr`, else $POD_IP, with the
+/// port `listen` bound when none is given. A replica that listens on loopback only cannot be
+/// watched from another host: it advertises nothing then (and says why).
+pub(super) fn advertised(
+    flag: Option<Advertise>,
+    pod_ip: Option<&str>,
+    listen: std::net::SocketAddr,
+) -> Result<Option<std::net::SocketAddr>, String> {
+    let chosen = match flag {
+        Some(a) => a,
+        None => match pod_ip.map(str::trim).filter(|p| !p.is_empty()) {
+            Some(ip) => advertise(ip).map_err(|e| format!("POD_IP: {e}"))?,
+            None => return Ok(None),
+        },
+    };
+    let addr = match chosen {
+        Advertise::None => return Ok(None),
+        Advertise::Ip(ip) => std::net::SocketAddr::new(ip, listen.port()),
+        Advertise::Socket(s) => s,
+    };
+    if listen.ip().is_loopback() && !addr.ip().is_loopback() {
+        tracing::warn!(
+            listen = %listen,
+            advertise = %addr,
+            "the HTTP port listens on loopback only: the lease watch is not advertised (listen on 0.0.0.0 or the pod's IP to let standbys watch)"
+        );
+        return Ok(None);
+    }
+    Ok(Some(addr))
 }
 
 pub(super) fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
@@ -323,10 +394,22 @@ pub(super) async fn run_aws(
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
     };
+    let bound = listener.local_addr().unwrap_or(a.listen);
+    let pod_ip = std::env::var("POD_IP").ok();
+    let advertise = match advertised(a.advertise_addr, pod_ip.as_deref(), bound) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+    };
     let (backends, leases) = aws.ports();
     let mut election =
         ElectionConfig::new(&region, &controller_id).with_timing(a.lease_duration, a.renew_every);
-    election.standby_poll = a.standby_poll;
+    if let Some(poll) = a.standby_poll {
+        election.standby_poll = poll;
+    }
+    election.advertise = advertise.map(|s| s.to_string());
     let opts = ServiceOptions {
         settings: Settings {
             region: region.clone(),
@@ -345,8 +428,9 @@ pub(super) async fn run_aws(
     let reload = std::sync::Arc::new(tokio::sync::Notify::new());
     spawn_sighup(reload.clone());
     tracing::info!(
-        listen = %listener.local_addr().unwrap_or(a.listen),
-        "serving /healthz, /readyz and /metrics"
+        listen = %bound,
+        lease_watch = advertise.map_or_else(|| "not advertised".to_string(), |s| s.to_string()),
+        "serving /healthz, /readyz, /metrics and the lease watch"
     );
     let deps = ServiceDeps {
         backends,
@@ -358,4 +442,55 @@ pub(super) async fn run_aws(
     };
     run_service(set, opts, deps, metrics, shutdown, |_| {}).await;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advertised_addresses_are_ips_with_the_bound_port_by_default() {
+        let listen: std::net::SocketAddr = "0.0.0.0:9464".parse().unwrap();
+        let at = |flag: Option<&str>, pod_ip: Option<&str>| {
+            advertised(flag.map(|f| advertise(f).unwrap()), pod_ip, listen)
+                .map(|a| a.map(|a| a.to_string()))
+        };
+        assert_eq!(at(None, None), Ok(None));
+        assert_eq!(at(None, Some("")), Ok(None));
+        assert_eq!(at(None, Some("10.1.2.3")), Ok(Some("10.1.2.3:9464".into())));
+        assert_eq!(
+            at(Some("10.9.9.9:8080"), Some("10.1.2.3")),
+            Ok(Some("10.9.9.9:8080".into()))
+        );
+        assert_eq!(at(Some("fd00::7"), None), Ok(Some("[fd00::7]:9464".into())));
+        assert_eq!(
+            at(Some("[fd00::7]"), None),
+            Ok(Some("[fd00::7]:9464".into()))
+        );
+        assert_eq!(at(Some("none"), Some("10.1.2.3")), Ok(None));
+        assert!(
+            at(None, Some("pod.example")).is_err(),
+            "a bad POD_IP is an error"
+        );
+        // Loopback only: nobody else could reach it.
+        let local: std::net::SocketAddr = "127.0.0.1:9464".parse().unwrap();
+        assert_eq!(
+            advertised(Some(advertise("10.1.2.3").unwrap()), None, local),
+            Ok(None)
+        );
+        assert_eq!(
+            advertised(Some(advertise("127.0.0.1").unwrap()), None, local),
+            Ok(Some(local))
+        );
+        for bad in [
+            "0.0.0.0",
+            "[::]:9464",
+            "224.0.0.1",
+            "10.1.2.3:0",
+            "leader:9464",
+            "10.1.2",
+        ] {
+            assert!(advertise(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -504,6 +504,8 @@ mod never_panic {
         "version",
         "duration_ms",
         "lease_key",
+        "renewed_at_ms",
+        "holder_addr",
     ];
 
     fn arb_number() -> impl Strategy<Value = String> {

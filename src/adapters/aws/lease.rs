@@ -2,11 +2,18 @@
 //! with exactly the semantics of the in-memory store: conditional writes only.
 //!
 //! - acquire: one UpdateItem, conditional on the item being absent (no expected version) or
-//!   absent-or-at-the-expected-version; it sets the holder and adds one to epoch and version.
-//! - renew: UpdateItem adding one to the version if `holder` and `epoch` still match.
+//!   absent-or-at-the-expected-version; it sets the holder, its watch address (`holder_addr`,
+//!   removed when it has none) and the write time (`renewed_at_ms`), and adds one to epoch and
+//!   version.
+//! - renew: UpdateItem adding one to the version and setting `renewed_at_ms` if `holder` and
+//!   `epoch` still match.
 //! - read: eventually consistent (see `read`).
-//! - release: clears the holder and adds one to the version if `holder` and `epoch` match,
-//!   keeps the epoch (epochs never repeat); a lease held by someone else is left alone.
+//! - release: clears the holder, removes its address and adds one to the version if `holder`
+//!   and `epoch` match, keeps the epoch (epochs never repeat); a lease held by someone else is
+//!   left alone.
+//!
+//! `renewed_at_ms` and `holder_addr` are hints for the standbys (when to read next, whom to
+//! watch); a missing or malformed hint is read as absent, never as a bad lease.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +25,7 @@ use aws_sdk_dynamodb::types::{
     ReturnConsumedCapacity, ReturnValue, ReturnValuesOnConditionCheckFailure,
 };
 
-use crate::ports::{Lease, LeaseStore, PortError, PortResult};
+use crate::ports::{Lease, LeaseStore, PortError, PortResult, Stamp};
 use crate::schema;
 
 use super::item::{self, BadItem, Item};
@@ -30,6 +37,9 @@ pub struct DynamoLeaseStore {
     table: String,
 }
 
+/// The longest watch address kept from a lease item (an `ip:port` is at most 47 bytes).
+pub const MAX_ADDR_LEN: usize = 64;
+
 pub(crate) fn parse_lease(it: &Item) -> Result<Lease, BadItem> {
     Ok(Lease {
         key: item::string(it, "lease_key")?.to_string(),
@@ -37,6 +47,14 @@ pub(crate) fn parse_lease(it: &Item) -> Result<Lease, BadItem> {
         epoch: item::whole(it, "epoch")?,
         version: item::whole(it, "version")?,
         duration_ms: item::whole(it, "duration_ms")?,
+        renewed_at_ms: item::whole(it, "renewed_at_ms")
+            .ok()
+            .and_then(|v| i64::try_from(v).ok()),
+        addr: item::opt_string(it, "holder_addr")
+            .ok()
+            .flatten()
+            .filter(|a| !a.is_empty() && a.len() <= MAX_ADDR_LEN)
+            .map(str::to_string),
     })
 }
 
@@ -136,7 +154,18 @@ const NAMES: &[(&str, &str)] = &[
     ("#e", "epoch"),
     ("#v", "version"),
     ("#d", "duration_ms"),
+    ("#r", "renewed_at_ms"),
+    ("#a", "holder_addr"),
 ];
+
+/// The expression names an expression uses (DynamoDB refuses unused ones).
+fn names(used: &[&str]) -> Vec<(&'static str, &'static str)> {
+    NAMES
+        .iter()
+        .filter(|(k, _)| used.contains(k))
+        .copied()
+        .collect()
+}
 
 #[async_trait]
 impl LeaseStore for DynamoLeaseStore {
@@ -182,6 +211,7 @@ impl LeaseStore for DynamoLeaseStore {
         holder: &str,
         expected_version: Option<u64>,
         duration: Duration,
+        stamp: &Stamp,
     ) -> PortResult<Lease> {
         let (condition, mut values) = match expected_version {
             None => ("attribute_not_exists(#k)", Vec::new()),
@@ -195,11 +225,19 @@ impl LeaseStore for DynamoLeaseStore {
             (":d", item::n(duration.as_millis())),
             (":zero", item::n(0)),
             (":one", item::n(1)),
+            (":r", item::n(stamp.at_ms.max(0))),
         ]);
-        let update = "SET #h = :h, #d = :d, #e = if_not_exists(#e, :zero) + :one, \
-                      #v = if_not_exists(#v, :zero) + :one";
-        let names: Vec<(&str, &str)> = NAMES.to_vec();
-        match self.update(key, update, condition, &names, values).await? {
+        let set = "SET #h = :h, #d = :d, #e = if_not_exists(#e, :zero) + :one, \
+                   #v = if_not_exists(#v, :zero) + :one, #r = :r";
+        let update = match &stamp.addr {
+            Some(a) => {
+                values.push((":a", item::s(a)));
+                format!("{set}, #a = :a")
+            }
+            None => format!("{set} REMOVE #a"),
+        };
+        let names = names(&["#k", "#h", "#e", "#v", "#d", "#r", "#a"]);
+        match self.update(key, &update, condition, &names, values).await? {
             Updated::Done(it) => self.lease_of(&it),
             Updated::Refused(old) => {
                 let who = old.as_ref().and_then(|o| parse_lease(o).ok()).map_or_else(
@@ -211,18 +249,19 @@ impl LeaseStore for DynamoLeaseStore {
         }
     }
 
-    async fn renew(&self, key: &str, holder: &str, epoch: u64) -> PortResult<Lease> {
+    async fn renew(&self, key: &str, holder: &str, epoch: u64, at_ms: i64) -> PortResult<Lease> {
         let values = vec![
             (":h", item::s(holder)),
             (":e", item::n(epoch)),
             (":one", item::n(1)),
+            (":r", item::n(at_ms.max(0))),
         ];
         match self
             .update(
                 key,
-                "SET #v = #v + :one",
+                "SET #v = #v + :one, #r = :r",
                 "#h = :h AND #e = :e",
-                &NAMES[1..4],
+                &names(&["#h", "#e", "#v", "#r"]),
                 values,
             )
             .await?
@@ -250,9 +289,9 @@ impl LeaseStore for DynamoLeaseStore {
         match self
             .update(
                 key,
-                "SET #h = :empty, #v = #v + :one",
+                "SET #h = :empty, #v = #v + :one REMOVE #a",
                 "#h = :h AND #e = :e",
-                &NAMES[1..4],
+                &names(&["#h", "#e", "#v", "#a"]),
                 values,
             )
             .await?
