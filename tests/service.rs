@@ -737,9 +737,9 @@ async fn a_standby_hears_a_release_through_the_leaders_watch_at_once() {
         r.calls().lease_reads - reads
     );
     assert!(
-        b.metrics
-            .render()
-            .contains("mrgc_autoscaler_lease_watches_total{outcome=\"released\"} 1"),
+        b.metrics.render().contains(
+            "mrgc_autoscaler_lease_watches_total{outcome=\"released\",region=\"us-east-1\"} 1"
+        ),
         "{}",
         b.metrics.render()
     );
@@ -788,7 +788,7 @@ async fn a_standby_whose_leader_is_gone_reads_at_the_expiry_and_takes_over() {
     assert!(
         b.metrics
             .render()
-            .contains("mrgc_autoscaler_lease_watches_total{outcome=\"gone\"}"),
+            .contains("mrgc_autoscaler_lease_watches_total{outcome=\"gone\",region=\"us-east-1\"}"),
         "the refused watch was seen: {}",
         b.metrics.render()
     );

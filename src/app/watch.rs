@@ -461,10 +461,8 @@ mod tests {
             .await
             .expect("the watcher ends with its targets")
             .unwrap();
-        assert!(
-            metrics
-                .render()
-                .contains("mrgc_autoscaler_lease_watches_total{outcome=\"gone\"} 1")
-        );
+        assert!(metrics.render().contains(
+            "mrgc_autoscaler_lease_watches_total{outcome=\"gone\",region=\"us-east-1\"} 1"
+        ));
     }
 }
