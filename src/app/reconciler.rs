@@ -157,7 +157,8 @@ impl PoolState {
             _ => false,
         };
         if stale {
-            self.growth = crate::core::sizing::growth(slo, d, lead);
+            self.growth =
+                crate::core::sizing::growth(slo, d, lead, crate::core::sizing::hold(policy, lead));
         }
     }
 }

@@ -114,12 +114,12 @@ pub(super) fn slo(
     d: &mut Decision,
 ) -> (ReasonCode, u32, String) {
     let lead = obs.learned_launch.unwrap_or(policy.instances.launch_time);
+    let mut moved = policy.clone();
+    moved.scale_down.stabilization = sizing::hold(policy, lead);
     let g = obs
         .growth
-        .or_else(|| sizing::growth(slo, &history.demand, lead));
+        .or_else(|| sizing::growth(slo, &history.demand, lead, moved.scale_down.stabilization));
     let pct = slo.over_capacity * 100.0;
-    let mut moved = policy.clone();
-    moved.scale_down.stabilization = policy.scale_down.stabilization.max(lead * 2);
     let Some(g) = g else {
         let (_, desired, reason) = band(&moved, obs, history, now_ms, newest, rps, d);
         return (
