@@ -86,13 +86,14 @@ fn explain_prints_the_decision_and_its_reason() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
-    // ceil(90 / 1.45) = 63, plus a headroom of 5 instances = 68.
-    assert!(stdout.contains("decision    scale-up to 68"), "{stdout}");
+    // The shipped policy sizes from an SLO; one observation is no history, so the band as
+    // written decides: ceil(90 / 1.25) = 72.
+    assert!(stdout.contains("decision    scale-up to 72"), "{stdout}");
     assert!(
-        stdout.contains("scale up to ceil(rps/1.45) = 63 + headroom 5 = 68"),
+        stdout.contains("scale up to ceil(rps/1.25) = 72"),
         "{stdout}"
     );
-    assert!(stdout.contains("reason_code above_band"), "{stdout}");
+    assert!(stdout.contains("reason_code slo_learning"), "{stdout}");
     assert!(
         stdout.contains("1.80 rps/instance (90.0 rps over 50 serving + 0 launching)"),
         "{stdout}"
@@ -106,7 +107,7 @@ fn explain_prints_the_decision_and_its_reason() {
             "--pool",
             "model-b",
             "--rps",
-            "40",
+            "30",
             "--serving",
             "40",
         ])
@@ -165,9 +166,8 @@ fn run_on_the_embedded_region_scales_every_pool_up_and_down_within_an_hour() {
             .filter(|l| l.contains(&format!(" {pool} ")))
             .collect();
         assert!(
-            lines
-                .iter()
-                .any(|l| l.contains(" scale-up ") && l.contains("above_band")),
+            lines.iter().any(|l| l.contains(" scale-up ")
+                && (l.contains("above_band: ") || l.contains("slo_learning: "))),
             "{pool} never scaled up:\n{stdout}"
         );
         assert!(
@@ -210,10 +210,10 @@ fn the_embedded_run_explains_itself_and_keeps_holds_for_verbose() {
         "{stdout}"
     );
     assert!(!stdout.contains("policies policies"), "{stdout}");
-    // model-a's shipped policy: band 1.4-1.5, setpoint 1.45, 5 spare; us-east-1 overrides min.
+    // model-a's shipped policy: an SLO over the default band; us-east-1 overrides min.
     assert!(
         stdout.contains(
-            "pool model-a    policy: band 1.4–1.5 RPS per instance, setpoint 1.45 + 5 spare; min 6 max 240, 1 scheduled minimum; launch 6m"
+            "pool model-a    policy: SLO: at most 0.1% of requests over capacity (band 1–1.5 RPS per instance, made leaner from 1 day of the pool's history); min 6 max 240, 1 scheduled minimum; launch 6m"
         ),
         "{stdout}"
     );
@@ -272,7 +272,8 @@ fn the_embedded_run_explains_itself_and_keeps_holds_for_verbose() {
     assert!(
         stdout.lines().any(|l| l.contains(" model-a ")
             && l.contains(" none ")
-            && l.contains("within_band: ")),
+            && l.contains("slo_learning: ")
+            && l.contains("inside the band")),
         "--verbose shows every hold:\n{stdout}"
     );
     let out = bin()
@@ -354,7 +355,7 @@ fn history_reads_the_embedded_runs_decisions() {
         "every scale-up the run printed is in the log:\n{text}"
     );
     assert!(
-        lines.iter().any(|l| l.contains("applied above_band: ")),
+        lines.iter().any(|l| l.contains("applied slo_learning: ")),
         "{text}"
     );
 
@@ -514,7 +515,7 @@ fn explain_and_simulate_read_their_flags_from_the_environment() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("decision    scale-up to 68"), "{stdout}");
+    assert!(stdout.contains("decision    scale-up to 72"), "{stdout}");
 
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("flat.csv");

@@ -422,6 +422,7 @@ fn stamp(ms: i64) -> String {
 fn span(secs: u64) -> String {
     let plural = |n: u64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
     match secs {
+        s if s >= 86_400 && s % 86_400 == 0 => plural(s / 86_400, "day"),
         s if s >= 7200 && s % 3600 == 0 => plural(s / 3600, "hour"),
         s if s >= 60 && s % 60 == 0 => plural(s / 60, "minute"),
         s => plural(s, "second"),
@@ -437,7 +438,7 @@ pub fn describe_policy(p: &PoolPolicy, r: &RegionPolicy) -> String {
             slo.over_capacity * 100.0,
             p.band.low,
             p.band.high,
-            humantime::format_duration(slo.history),
+            span(slo.history.as_secs()),
         ),
         None => {
             let b = &p.band;
