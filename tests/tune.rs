@@ -94,6 +94,14 @@ fn tune_chooses_on_the_head_and_scores_on_the_tail_only() {
     assert_eq!(settings.len(), 1, "{summary}");
     assert_eq!(settings[0]["key"], "band.high");
     assert_eq!(settings[0]["value"], "1.9", "{summary}");
+    // The later part says what the choice is worth there: cheaper but losing more than the
+    // current policy (the bursts), a trade-off, not an improvement.
+    assert!(
+        summary["verdict"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("trade_off_")),
+        "{summary}"
+    );
     let head_tuned = &summary["head"]["tuned"];
     assert_eq!(head_tuned["over_capacity_pct"], 0.0, "{summary}");
 
@@ -180,6 +188,13 @@ fn tune_chooses_on_the_head_and_scores_on_the_tail_only() {
         "{stdout}"
     );
     assert!(stdout.contains("expected: "), "{stdout}");
+    // And what to make of it, from the later part the choice never saw.
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("verdict: ") && (l.contains("promote") || l.contains("keep"))),
+        "{stdout}"
+    );
 }
 
 #[test]

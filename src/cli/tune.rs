@@ -406,6 +406,7 @@ fn printout(o: &TuneOutcome, current: &PoolPolicy) -> String {
             pct(t.over_capacity_pct)
         );
     }
+    let _ = writeln!(s, "verdict: {}", o.verdict().advice());
     s
 }
 

@@ -17,7 +17,7 @@ use super::scenario::{Model, PoolSpec, Scenario};
 use crate::replay::traffic::Rate;
 
 /// Scores of one run (DESIGN §8), the fields of `summary.json`.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
 pub struct Summary {
     pub pool: String,
     pub policy: String,

@@ -351,6 +351,74 @@ impl TuneOutcome {
             .map(|r| &r.summary)
             .find(|s| s.policy == policy)
     }
+
+    /// What the later part says of the choice made on the earlier one.
+    pub fn verdict(&self) -> Verdict {
+        match (self.tail_row("current"), self.tail_row("tuned")) {
+            (Some(c), Some(t)) if !self.tuned().settings.is_empty() => verdict(c, t),
+            _ => Verdict::Unchanged,
+        }
+    }
+}
+
+/// The tuned policy's tail figures against the current one's.
+pub fn verdict(current: &Summary, tuned: &Summary) -> Verdict {
+    let cheaper = tuned.instance_hours <= current.instance_hours;
+    let safer = tuned.over_capacity_pct <= current.over_capacity_pct;
+    match (cheaper, safer) {
+        (true, true) => Verdict::Better,
+        (false, false) => Verdict::Worse,
+        _ => {
+            let s = |x: &Summary| match x.savings_at_equal_loss {
+                Some(v) if v > 0.0 => v,
+                _ => f64::INFINITY,
+            };
+            if s(tuned) < s(current) {
+                Verdict::TradeOffBetter
+            } else {
+                Verdict::TradeOffWorse
+            }
+        }
+    }
+}
+
+/// The tuned policy against the current one on the later part, which the choice never saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The current policy was kept.
+    Unchanged,
+    /// No more instance-hours and no more over-capacity.
+    Better,
+    /// Fewer of one, more of the other, and cheaper at equal loss against the baselines.
+    TradeOffBetter,
+    /// Fewer of one, more of the other, and no cheaper at equal loss.
+    TradeOffWorse,
+    /// More instance-hours and more over-capacity: the choice did not carry over.
+    Worse,
+}
+
+impl Verdict {
+    /// What a planner should do, in words.
+    pub fn advice(self) -> &'static str {
+        match self {
+            Verdict::Unchanged => {
+                "keep the current policy: no candidate did better on the earlier part"
+            }
+            Verdict::Better => {
+                "promote it through shadow mode: on the later part it spent no more and lost no more"
+            }
+            Verdict::TradeOffBetter => {
+                "a different trade-off that was cheaper at equal loss on the later part: promote it through shadow mode if that trade-off is the one you want"
+            }
+            Verdict::TradeOffWorse => {
+                "keep the current policy: on the later part the tuned one traded one figure for the other at a worse rate"
+            }
+            Verdict::Worse => {
+                "keep the current policy: the choice made on the earlier part did worse on both figures on the later part (it fitted the earlier traffic, not the pool)"
+            }
+        }
+    }
 }
 
 /// Tune the scenario's first pool (its first policy is the current one).
@@ -467,6 +535,42 @@ pub fn is_baseline_row(s: &Summary) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tail(ih: f64, over: f64, savings: Option<f64>) -> Summary {
+        Summary {
+            instance_hours: ih,
+            over_capacity_pct: over,
+            savings_at_equal_loss: savings,
+            ..Summary::default()
+        }
+    }
+
+    #[test]
+    fn the_verdict_reads_the_later_part() {
+        let cur = tail(100.0, 0.10, Some(0.90));
+        assert_eq!(
+            verdict(&cur, &tail(95.0, 0.10, Some(0.85))),
+            Verdict::Better
+        );
+        assert_eq!(
+            verdict(&cur, &tail(114.0, 0.12, Some(0.95))),
+            Verdict::Worse
+        );
+        // Cheaper but losing more: judged at equal loss against the baselines.
+        assert_eq!(
+            verdict(&cur, &tail(90.0, 0.20, Some(0.80))),
+            Verdict::TradeOffBetter
+        );
+        assert_eq!(
+            verdict(&cur, &tail(90.0, 0.20, Some(0.95))),
+            Verdict::TradeOffWorse
+        );
+        // No baseline reached the tuned policy's loss: no evidence it trades well.
+        assert_eq!(
+            verdict(&cur, &tail(110.0, 0.05, None)),
+            Verdict::TradeOffWorse
+        );
+    }
 
     fn row(policy: &str, hours: f64, over: f64, actions: u64, savings: Option<f64>) -> Summary {
         Summary {

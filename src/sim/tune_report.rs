@@ -32,6 +32,7 @@ pub fn summary_json(o: &TuneOutcome) -> String {
             Tier::Dominates => "dominates",
             Tier::BestEffort => "best_effort",
         },
+        "verdict": o.verdict(),
         "chosen": {
             "index": o.chosen,
             "settings": tuned.settings.iter().map(|(k, v)| json!({"key": k, "value": v})).collect::<Vec<_>>(),
