@@ -328,15 +328,16 @@ fn tier_text(t: Tier) -> &'static str {
     match t {
         Tier::MeetsSlo => {
             "the cheapest that met the SLO and beat the HPA and target tracking on both \
-             instance-hours and over-capacity, with no more scale actions than the HPA"
+             instance-hours and over-capacity, in sum and in each half of the earlier part, \
+             with no more scale actions than the HPA"
         }
         Tier::Dominates => {
-            "none met the SLO while beating both baselines; of those beating them, the lowest \
-             savings at equal loss"
+            "none met the SLO while beating both baselines; of those beating them (in sum and \
+             in each half of the earlier part), the lowest savings at equal loss"
         }
         Tier::BestEffort => {
-            "none beat both baselines; the lowest savings at equal loss, then the fewest \
-             requests over capacity"
+            "none beat both baselines in sum and in each half of the earlier part; the lowest \
+             savings at equal loss, then the fewest requests over capacity"
         }
     }
 }

@@ -22,7 +22,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::core::PoolPolicy;
 use crate::core::policy::apply_override;
 
-use super::engine::{PoolInputs, RunResult, Summary};
+use super::engine::{Point, PoolInputs, RunResult, Summary};
 use super::run::{self, Job, is_reactive_baseline};
 use super::scenario::Scenario;
 
@@ -284,21 +284,32 @@ pub enum Tier {
 /// Choose among candidates scored on the head (`scores[i]` is candidate i's head summary, with
 /// `savings_at_equal_loss` set), against the head's reference HPA and target-tracking
 /// summaries. Only head scores reach this function.
-pub fn choose(scores: &[Summary], hpa: &Summary, tt: &Summary, slo_pct: f64) -> (usize, Tier) {
-    let dominates = |s: &Summary| {
+///
+/// `steady(i)`: whether candidate i also beat both references in each part of the head
+/// (`HEAD_PARTS`), not only in sum; the first two tiers ask it of every candidate.
+pub fn choose(
+    scores: &[Summary],
+    hpa: &Summary,
+    tt: &Summary,
+    slo_pct: f64,
+    steady: &dyn Fn(usize) -> bool,
+) -> (usize, Tier) {
+    let whole = |s: &Summary| {
         s.instance_hours <= hpa.instance_hours.min(tt.instance_hours)
             && s.over_capacity_pct <= hpa.over_capacity_pct.min(tt.over_capacity_pct)
             && s.scale_ups + s.scale_downs <= hpa.scale_ups + hpa.scale_downs
     };
+    let dominates = |i: usize, s: &Summary| whole(s) && steady(i);
     let savings = |s: &Summary| match s.savings_at_equal_loss {
         Some(x) if x > 0.0 => x,
         _ => f64::INFINITY,
     };
-    let best_by = |filter: &dyn Fn(&Summary) -> bool, key: &dyn Fn(&Summary) -> (f64, f64)| {
+    let best_by = |filter: &dyn Fn(usize, &Summary) -> bool,
+                   key: &dyn Fn(&Summary) -> (f64, f64)| {
         scores
             .iter()
             .enumerate()
-            .filter(|(_, s)| filter(s))
+            .filter(|(i, s)| filter(*i, s))
             .min_by(|(ia, a), (ib, b)| {
                 let (ka, kb) = (key(a), key(b));
                 ka.0.total_cmp(&kb.0)
@@ -307,16 +318,63 @@ pub fn choose(scores: &[Summary], hpa: &Summary, tt: &Summary, slo_pct: f64) -> 
             })
             .map(|(i, _)| i)
     };
-    if let Some(i) = best_by(&|s| dominates(s) && s.over_capacity_pct <= slo_pct, &|s| {
-        (s.instance_hours, s.over_capacity_pct)
-    }) {
+    if let Some(i) = best_by(
+        &|i, s| dominates(i, s) && s.over_capacity_pct <= slo_pct,
+        &|s| (s.instance_hours, s.over_capacity_pct),
+    ) {
         return (i, Tier::MeetsSlo);
     }
     if let Some(i) = best_by(&dominates, &|s| (savings(s), s.instance_hours)) {
         return (i, Tier::Dominates);
     }
-    let i = best_by(&|_| true, &|s| (savings(s), s.over_capacity_pct)).unwrap_or(0);
+    let i = best_by(&|_, _| true, &|s| (savings(s), s.over_capacity_pct)).unwrap_or(0);
     (i, Tier::BestEffort)
+}
+
+/// The head is also judged in this many consecutive parts: a candidate that beats the
+/// references in sum but not in each part won on one stretch of traffic, which says little
+/// about the next. Two is the fewest that can disagree.
+pub const HEAD_PARTS: usize = 2;
+
+/// What one run spent and lost in one part of a replay, from its time series.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Part {
+    pub instance_seconds: f64,
+    pub over: f64,
+    pub requests: f64,
+}
+
+impl Part {
+    fn over_share(&self) -> f64 {
+        if self.requests > 0.0 {
+            self.over / self.requests
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Split a run's series (buckets of `step` seconds over `span_s`) into `k` consecutive parts.
+pub fn parts(series: &[Point], step: u64, span_s: u64, k: usize) -> Vec<Part> {
+    let k = k.max(1);
+    let mut out = vec![Part::default(); k];
+    for p in series {
+        let i = (u128::from(p.t) * k as u128 / u128::from(span_s.max(1))).min(k as u128 - 1);
+        let w = step.min(span_s.saturating_sub(p.t)).max(1) as f64;
+        let part = &mut out[i as usize];
+        part.instance_seconds += (p.serving + p.launching) * w;
+        part.over += p.over;
+        part.requests += p.demand * w;
+    }
+    out
+}
+
+/// Whether `c` spent no more and lost no larger share than either reference in every part.
+pub fn beats_in_every_part(c: &[Part], hpa: &[Part], tt: &[Part]) -> bool {
+    c.iter().zip(hpa).zip(tt).all(|((c, h), t)| {
+        c.instance_seconds <= h.instance_seconds.min(t.instance_seconds)
+            && c.over_share() <= h.over_share().min(t.over_share())
+    })
 }
 
 /// What a tune found.
@@ -485,13 +543,25 @@ pub fn tune(scenario: &Scenario, opts: &TuneOptions) -> Result<TuneOutcome, Tune
     run::savings_at_equal_loss(&mut head_results);
     let (head_policies, head_baselines): (Vec<RunResult>, Vec<RunResult>) =
         head_results.into_iter().partition(|r| !r.is_baseline);
+    let split = |r: &RunResult| parts(&r.series, head.series_step, split_s, HEAD_PARTS);
+    let head_parts: Vec<Vec<Part>> = head_policies.iter().map(split).collect();
+    let ref_parts = |name: &str| {
+        head_baselines
+            .iter()
+            .find(|r| r.summary.policy == name)
+            .map(split)
+    };
+    let (Some(hpa_parts), Some(tt_parts)) = (ref_parts("hpa"), ref_parts("target-tracking")) else {
+        return Err(TuneError::NoPool);
+    };
     let head: Vec<Summary> = head_policies.into_iter().map(|r| r.summary).collect();
     let head_baselines: Vec<Summary> = head_baselines.into_iter().map(|r| r.summary).collect();
     let find = |name: &str| head_baselines.iter().find(|s| s.policy == name);
     let (Some(hpa), Some(tt)) = (find("hpa"), find("target-tracking")) else {
         return Err(TuneError::NoPool);
     };
-    let (chosen, tier) = choose(&head, hpa, tt, slo_pct);
+    let steady = |i: usize| beats_in_every_part(&head_parts[i], &hpa_parts, &tt_parts);
+    let (chosen, tier) = choose(&head, hpa, tt, slo_pct, &steady);
 
     // The tail: the current and the chosen policy and the baselines, scored after the split.
     let mut tail_jobs = tail_jobs;
@@ -601,14 +671,80 @@ mod tests {
             row("c3", 80.0, 0.4, 10, Some(0.6)), // loses more than target tracking
             row("c4", 99.0, 0.01, 45, Some(0.95)), // dominates, meets it, dearer
         ];
-        assert_eq!(choose(&scores, &hpa, &tt, 0.1), (1, Tier::MeetsSlo));
+        assert_eq!(
+            choose(&scores, &hpa, &tt, 0.1, &|_| true),
+            (1, Tier::MeetsSlo)
+        );
         // With a looser SLO the cheaper c0 qualifies.
-        assert_eq!(choose(&scores, &hpa, &tt, 0.25), (0, Tier::MeetsSlo));
+        assert_eq!(
+            choose(&scores, &hpa, &tt, 0.25, &|_| true),
+            (0, Tier::MeetsSlo)
+        );
         // Nothing meets a tighter SLO: lowest savings among the dominating ones.
-        assert_eq!(choose(&scores, &hpa, &tt, 0.001), (1, Tier::Dominates));
+        assert_eq!(
+            choose(&scores, &hpa, &tt, 0.001, &|_| true),
+            (1, Tier::Dominates)
+        );
         // Nothing dominates: the lowest savings of all.
         let tight = row("target-tracking", 50.0, 0.0, 30, None);
-        assert_eq!(choose(&scores, &hpa, &tight, 0.1), (3, Tier::BestEffort));
+        assert_eq!(
+            choose(&scores, &hpa, &tight, 0.1, &|_| true),
+            (3, Tier::BestEffort)
+        );
+        // c1 won in sum but not in each part of the head: the dearer c4, steady, is chosen.
+        assert_eq!(
+            choose(&scores, &hpa, &tt, 0.1, &|i| i != 1),
+            (4, Tier::MeetsSlo)
+        );
+    }
+
+    fn bucket(t: u64, instances: f64, demand: f64, over: f64) -> Point {
+        Point {
+            t,
+            demand,
+            demand_max: demand,
+            serving: instances,
+            launching: 0.0,
+            desired: instances,
+            over,
+        }
+    }
+
+    #[test]
+    fn a_win_in_sum_must_hold_in_each_part() {
+        // Four minutes, two parts of two. The references spend 10 instances throughout and
+        // lose nothing; the candidate spends 6 in the first part and 12 in the second: less
+        // in sum (36 against 40 instance-minutes), more in the second part.
+        let flat = |n: f64| {
+            (0..4)
+                .map(|m| bucket(m * 60, n, 10.0, 0.0))
+                .collect::<Vec<_>>()
+        };
+        let reference = parts(&flat(10.0), 60, 240, HEAD_PARTS);
+        assert_eq!(reference.len(), 2);
+        assert_eq!(reference[0].instance_seconds, 1_200.0);
+        assert_eq!(reference[1].requests, 1_200.0);
+        let uneven: Vec<Point> = [6.0, 6.0, 12.0, 12.0]
+            .iter()
+            .enumerate()
+            .map(|(m, &n)| bucket(m as u64 * 60, n, 10.0, 0.0))
+            .collect();
+        let c = parts(&uneven, 60, 240, HEAD_PARTS);
+        assert!(c.iter().map(|p| p.instance_seconds).sum::<f64>() < 2_400.0);
+        assert!(!beats_in_every_part(&c, &reference, &reference));
+        assert!(beats_in_every_part(
+            &parts(&flat(9.0), 60, 240, 2),
+            &reference,
+            &reference
+        ));
+        // Losing a larger share of a part's requests is not beating it either.
+        let mut lossy = flat(9.0);
+        lossy[3].over = 5.0;
+        assert!(!beats_in_every_part(
+            &parts(&lossy, 60, 240, 2),
+            &reference,
+            &reference
+        ));
     }
 
     #[test]
