@@ -290,10 +290,25 @@ async fn three_replicas_cost_what_the_call_plan_says() {
     let leader_idx = leader_idx.expect("one of the replicas leads");
     assert_eq!(lease.epoch, 1, "one leader throughout");
     let following = replicas[leader_idx].aws.inventory.following_streams().await;
-    let watching: Vec<i64> = replicas
-        .iter()
-        .map(|r| r.metrics.lease_watch_open.get())
+    // A watch re-opens right after each answer ("held" every 55 s): look for a few seconds
+    // rather than at one instant that could fall between two.
+    let snapshot = || -> Vec<i64> {
+        replicas
+            .iter()
+            .map(|r| r.metrics.lease_watch_open.get())
+            .collect()
+    };
+    let expected: Vec<i64> = (0..replicas.len())
+        .map(|i| i64::from(i != leader_idx))
         .collect();
+    let mut watching = snapshot();
+    for _ in 0..50 {
+        if watching == expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        watching = snapshot();
+    }
     for r in replicas {
         let _ = r.stop.send(());
         let _ = tokio::time::timeout(wall(Duration::from_secs(600)), r.task).await;

@@ -613,6 +613,11 @@ async fn the_lease_watch_answers_when_the_leader_lets_go() {
         assert_eq!(watch(addr, bad).await.0, 400, "epoch={bad}");
     }
     assert_eq!(get(addr, "/v1/lease/watch").await.0, 400);
+    // Before any release, epoch 0 (no lease has it) is not "released".
+    assert_eq!(
+        watch(addr, "0").await,
+        (200, r#"{"epoch":0,"state":"not_holder"}"#.to_string())
+    );
 
     status.leadership(true, 5);
     // Another epoch than the one it leads at: at once.
@@ -648,6 +653,9 @@ async fn the_lease_watch_answers_when_the_leader_lets_go() {
     let held: Vec<_> = (0..mrgc_autoscaler::app::watch::MAX_WATCHERS)
         .map(|_| tokio::spawn(watch(addr, "7")))
         .collect();
+    // Give the 32 time to be open on the server before asking for one more (a probe that got
+    // in first would hold a slot itself for the watch's whole length).
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let mut turned_away = false;
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(100)).await;

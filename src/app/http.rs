@@ -316,7 +316,9 @@ async fn lease_watch(
     loop {
         let now = *leader.borrow_and_update();
         if !(now.is_leader && now.epoch == q.epoch) {
-            let released = s.status.released_epoch.load(Ordering::SeqCst) == q.epoch;
+            // 0 is "released none": no lease has epoch 0, so it is never released.
+            let released =
+                q.epoch != 0 && s.status.released_epoch.load(Ordering::SeqCst) == q.epoch;
             let state = if released {
                 WatchState::Released
             } else {

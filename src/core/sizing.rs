@@ -69,15 +69,25 @@ pub fn growth(
     let delta = history.delta();
     // (future, base) of every moment with a whole future; the base is the highest demand of
     // the `hold` minutes up to the moment, the capacity the rules keep.
+    // The highest of the hold is a sliding maximum (minutes kept in decreasing demand), so
+    // the cost stays linear in the window whatever the hold.
     let mut pairs: Vec<(f64, f64)> = Vec::new();
     let from = history.oldest().max(newest - window - width);
+    let mut highest: std::collections::VecDeque<(i64, f64)> = std::collections::VecDeque::new();
+    for m in from - hold + 1..from {
+        push_max(&mut highest, m, history.get(m));
+    }
     for s in from..=newest - width {
+        push_max(&mut highest, s, history.get(s));
+        while highest.front().is_some_and(|&(m, _)| m <= s - hold) {
+            highest.pop_front();
+        }
         if history.get(s).is_none() {
             continue;
         }
-        let x = (s - hold + 1..=s)
-            .filter_map(|m| history.get(m))
-            .fold(f64::NEG_INFINITY, f64::max);
+        let Some(&(_, x)) = highest.front() else {
+            continue;
+        };
         for k in width - 1..=width {
             if let Some(v) = history.get(s + k) {
                 pairs.push((v + delta, x + delta));
@@ -87,9 +97,18 @@ pub fn growth(
     if pairs.len() < MIN_GROWTH_MOMENTS {
         return None;
     }
-    // Smallest q with Σ (V − q·b)+ ≤ ε Σ V: walk the moments by V/b, highest first.
+    Some(Growth {
+        q: smallest_q(&mut pairs, slo.over_capacity),
+        moments: pairs.len(),
+        newest_minute: newest,
+    })
+}
+
+/// The smallest q (at least 1) with Σ (V − q·b)+ ≤ ε Σ V over (future V, base b) pairs: walk
+/// the moments by V/b, highest first.
+fn smallest_q(pairs: &mut [(f64, f64)], over_capacity: f64) -> f64 {
     let total: f64 = pairs.iter().map(|(v, _)| v).sum();
-    let budget = slo.over_capacity * total;
+    let budget = over_capacity * total;
     pairs.sort_by(|a, b| (b.0 / b.1).total_cmp(&(a.0 / a.1)));
     let (mut sv, mut sb) = (0.0, 0.0);
     let mut q = 0.0;
@@ -103,11 +122,17 @@ pub fn growth(
             break;
         }
     }
-    Some(Growth {
-        q: q.max(1.0),
-        moments: pairs.len(),
-        newest_minute: newest,
-    })
+    q.max(1.0)
+}
+
+/// Add minute `m`'s demand to a sliding maximum: values no higher than it can never be the
+/// highest again while it is in the window.
+fn push_max(q: &mut std::collections::VecDeque<(i64, f64)>, m: i64, v: Option<f64>) {
+    let Some(v) = v else { return };
+    while q.back().is_some_and(|&(_, w)| w <= v) {
+        q.pop_back();
+    }
+    q.push_back((m, v));
 }
 
 /// How the rises of the history like the current one went.
@@ -280,6 +305,41 @@ mod tests {
         );
         let held = growth(&slo(0.1), &h, LEAD, Duration::from_secs(720)).unwrap();
         assert_eq!(held.q, 1.0);
+    }
+
+    #[test]
+    fn the_sliding_maximum_is_the_maximum_of_the_hold() {
+        // Against the plain maximum of each moment's hold, on uneven traffic with gaps.
+        let h = history((N - 2_000..=N).filter(|m| m % 17 != 3).map(|m| {
+            let x = (m as f64 * 0.37).sin() * 40.0 + (m as f64 * 0.011).cos() * 25.0;
+            (m, 100.0 + x)
+        }));
+        for hold_min in [1u64, 5, 12, 60] {
+            let hold = Duration::from_secs(hold_min * 60);
+            let fast = growth(&slo(0.1), &h, LEAD, hold).unwrap();
+            // The same estimate, with each base found by brute force.
+            let width = width(LEAD);
+            let delta = h.delta();
+            let newest = h.newest().unwrap();
+            let from = h.oldest().max(newest - 1_440 - width);
+            let mut pairs = Vec::new();
+            for s in from..=newest - width {
+                if h.get(s).is_none() {
+                    continue;
+                }
+                let x = (s - hold_min as i64 + 1..=s)
+                    .filter_map(|m| h.get(m))
+                    .fold(f64::NEG_INFINITY, f64::max);
+                for k in width - 1..=width {
+                    if let Some(v) = h.get(s + k) {
+                        pairs.push((v + delta, x + delta));
+                    }
+                }
+            }
+            assert_eq!(fast.moments, pairs.len(), "hold {hold_min}");
+            assert_eq!(fast.q, smallest_q(&mut pairs, 0.001), "hold {hold_min}");
+            assert!(fast.q > 1.0, "hold {hold_min}: uneven traffic grows");
+        }
     }
 
     #[test]
