@@ -336,8 +336,9 @@ fn tier_text(t: Tier) -> &'static str {
              in each half of the earlier part), the lowest savings at equal loss"
         }
         Tier::BestEffort => {
-            "none beat both baselines in sum and in each half of the earlier part; the lowest \
-             savings at equal loss, then the fewest requests over capacity"
+            "none beat both baselines in sum and in each half of the earlier part; of the \
+             current policy and the candidates that spent and lost no more than it in each \
+             half, the lowest savings at equal loss"
         }
     }
 }

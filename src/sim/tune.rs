@@ -287,12 +287,15 @@ pub enum Tier {
 ///
 /// `steady(i)`: whether candidate i also beat both references in each part of the head
 /// (`HEAD_PARTS`), not only in sum; the first two tiers ask it of every candidate.
+/// `improves(i)`: whether candidate i spent no more and lost no larger share than the current
+/// policy (candidate 0) in each part; the last tier keeps the current policy unless one does.
 pub fn choose(
     scores: &[Summary],
     hpa: &Summary,
     tt: &Summary,
     slo_pct: f64,
     steady: &dyn Fn(usize) -> bool,
+    improves: &dyn Fn(usize) -> bool,
 ) -> (usize, Tier) {
     let whole = |s: &Summary| {
         s.instance_hours <= hpa.instance_hours.min(tt.instance_hours)
@@ -327,7 +330,10 @@ pub fn choose(
     if let Some(i) = best_by(&dominates, &|s| (savings(s), s.instance_hours)) {
         return (i, Tier::Dominates);
     }
-    let i = best_by(&|_, _| true, &|s| (savings(s), s.over_capacity_pct)).unwrap_or(0);
+    let i = best_by(&|i, _| i == 0 || improves(i), &|s| {
+        (savings(s), s.over_capacity_pct)
+    })
+    .unwrap_or(0);
     (i, Tier::BestEffort)
 }
 
@@ -561,7 +567,8 @@ pub fn tune(scenario: &Scenario, opts: &TuneOptions) -> Result<TuneOutcome, Tune
         return Err(TuneError::NoPool);
     };
     let steady = |i: usize| beats_in_every_part(&head_parts[i], &hpa_parts, &tt_parts);
-    let (chosen, tier) = choose(&head, hpa, tt, slo_pct, &steady);
+    let improves = |i: usize| beats_in_every_part(&head_parts[i], &head_parts[0], &head_parts[0]);
+    let (chosen, tier) = choose(&head, hpa, tt, slo_pct, &steady, &improves);
 
     // The tail: the current and the chosen policy and the baselines, scored after the split.
     let mut tail_jobs = tail_jobs;
@@ -672,29 +679,39 @@ mod tests {
             row("c4", 99.0, 0.01, 45, Some(0.95)), // dominates, meets it, dearer
         ];
         assert_eq!(
-            choose(&scores, &hpa, &tt, 0.1, &|_| true),
+            choose(&scores, &hpa, &tt, 0.1, &|_| true, &|_| true),
             (1, Tier::MeetsSlo)
         );
         // With a looser SLO the cheaper c0 qualifies.
         assert_eq!(
-            choose(&scores, &hpa, &tt, 0.25, &|_| true),
+            choose(&scores, &hpa, &tt, 0.25, &|_| true, &|_| true),
             (0, Tier::MeetsSlo)
         );
         // Nothing meets a tighter SLO: lowest savings among the dominating ones.
         assert_eq!(
-            choose(&scores, &hpa, &tt, 0.001, &|_| true),
+            choose(&scores, &hpa, &tt, 0.001, &|_| true, &|_| true),
             (1, Tier::Dominates)
         );
         // Nothing dominates: the lowest savings of all.
         let tight = row("target-tracking", 50.0, 0.0, 30, None);
         assert_eq!(
-            choose(&scores, &hpa, &tight, 0.1, &|_| true),
+            choose(&scores, &hpa, &tight, 0.1, &|_| true, &|_| true),
             (3, Tier::BestEffort)
         );
         // c1 won in sum but not in each part of the head: the dearer c4, steady, is chosen.
         assert_eq!(
-            choose(&scores, &hpa, &tt, 0.1, &|i| i != 1),
+            choose(&scores, &hpa, &tt, 0.1, &|i| i != 1, &|_| true),
             (4, Tier::MeetsSlo)
+        );
+        // Nothing beats the references, and only c2 improves on the current policy c0 in
+        // each part: c2, though c3 has the lower savings in sum; with none, c0 stays.
+        assert_eq!(
+            choose(&scores, &hpa, &tight, 0.1, &|_| true, &|i| i == 2),
+            (2, Tier::BestEffort)
+        );
+        assert_eq!(
+            choose(&scores, &hpa, &tight, 0.1, &|_| true, &|_| false),
+            (0, Tier::BestEffort)
         );
     }
 
