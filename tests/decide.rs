@@ -484,16 +484,29 @@ fn a_region_without_policy_is_left_alone() {
 // ---------------------------------------------------------------------------------------------
 // Properties.
 
+/// Policies over every knob the shipped policies use: bounds, band, steps, stabilization,
+/// confirmation, the collapse hold, headroom, the stale fallback and the SLO.
 fn arb_policy() -> impl Strategy<Value = PoolPolicy> {
-    (0u32..20, 0u32..200, 1u32..4, 1u32..60, prop_oneof![Just("3"), Just("\"25%\""), Just("\"100%\"")])
-        .prop_map(|(min, span, low_x, stab_m, step)| {
-            let low = 0.5 * f64::from(low_x);
-            policy(&format!(
-                "min = {min}\nmax = {}\n[band]\nlow = {low}\nhigh = {}\n[scale_down]\nmax_step = {step}\nstabilization = \"{stab_m}m\"\n[scale_up]\nmax_step = {step}\n",
-                min + span,
-                low + 0.5
-            ))
-        })
+    (
+        (0u32..20, 0u32..200, 1u32..4, 1u32..60, prop_oneof![Just("3"), Just("\"25%\""), Just("\"100%\"")]),
+        (
+            1u32..=3,
+            prop_oneof![Just("0s"), Just("30m")],
+            prop_oneof![Just(""), Just("headroom = 5\n"), Just("headroom = \"10%\"\n")],
+            prop_oneof![Just(""), Just("stale_fallback = 10\n")],
+            prop_oneof![Just(""), Just("[slo]\nover_capacity = \"0.1%\"\n")],
+        ),
+    )
+        .prop_map(
+            |((min, span, low_x, stab_m, step), (confirm, collapse, headroom, fallback, slo))| {
+                let low = 0.5 * f64::from(low_x);
+                policy(&format!(
+                    "min = {min}\nmax = {}\n[band]\nlow = {low}\nhigh = {}\n{headroom}[scale_down]\nmax_step = {step}\nstabilization = \"{stab_m}m\"\ncollapse_hold = \"{collapse}\"\n[scale_up]\nmax_step = {step}\nconfirm = {confirm}\n[metrics]\n{fallback}{slo}",
+                    min + span,
+                    low + 0.5
+                ))
+            },
+        )
 }
 
 fn arb_obs() -> impl Strategy<Value = (Vec<(i64, f64)>, u32, u32, u32)> {
