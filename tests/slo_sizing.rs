@@ -93,4 +93,12 @@ fn a_steady_bursty_pool_keeps_its_capacity_through_its_bursts() {
         slo.over_capacity_pct,
         written.over_capacity_pct
     );
+    // Keeping the bursts' capacity is not keeping everything: the quiet minutes between them
+    // are paid for, no more.
+    assert!(
+        slo.instance_hours <= written.instance_hours * 1.25,
+        "SLO {} against written {} instance-hours",
+        slo.instance_hours,
+        written.instance_hours
+    );
 }

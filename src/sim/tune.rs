@@ -8,10 +8,11 @@
 //! (the controller has the head behind it as history, as it would in service).
 //!
 //! The rule, on the head: among candidates that make no more scale actions than the HPA and
-//! use no more instance-hours and lose no more requests than both the HPA and target
-//! tracking, the cheapest that meets the SLO; failing that, of those, the one with the lowest
-//! `savings_at_equal_loss`; failing that (nothing dominates both), the lowest
-//! `savings_at_equal_loss` of all, then the fewest requests over capacity.
+//! use no more instance-hours and lose no larger share of requests than both the HPA and
+//! target tracking, in sum and in each half of the head, the cheapest that meets the SLO;
+//! failing that, of those, the one with the lowest `savings_at_equal_loss`; failing that
+//! (nothing dominates both), of the candidates that spent and lost no more than the current
+//! policy in each half, the lowest `savings_at_equal_loss`; with none, the current policy.
 
 use std::time::Duration;
 
@@ -277,7 +278,8 @@ pub enum Tier {
     MeetsSlo,
     /// Dominates both references, no more actions than the HPA: lowest savings at equal loss.
     Dominates,
-    /// Nothing dominated: lowest savings at equal loss.
+    /// Nothing dominated: of the candidates no worse than the current policy in each half of
+    /// the head, the lowest savings at equal loss; with none, the current policy.
     BestEffort,
 }
 
@@ -330,8 +332,10 @@ pub fn choose(
     if let Some(i) = best_by(&dominates, &|s| (savings(s), s.instance_hours)) {
         return (i, Tier::Dominates);
     }
-    let i = best_by(&|i, _| i == 0 || improves(i), &|s| {
-        (savings(s), s.over_capacity_pct)
+    // A candidate no worse than the current policy in each half is preferred to it, even
+    // where no baseline reaches its loss (savings unknown).
+    let i = best_by(&|i, _| i != 0 && improves(i), &|s| {
+        (savings(s), s.instance_hours)
     })
     .unwrap_or(0);
     (i, Tier::BestEffort)
@@ -712,6 +716,16 @@ mod tests {
         assert_eq!(
             choose(&scores, &hpa, &tight, 0.1, &|_| true, &|_| false),
             (0, Tier::BestEffort)
+        );
+        // One that is no worse than the current policy in each half is preferred to it even
+        // where no baseline reaches its loss (its savings unknown).
+        let two = [
+            row("c0", 100.0, 0.2, 10, Some(0.9)),
+            row("c1", 95.0, 0.1, 10, None),
+        ];
+        assert_eq!(
+            choose(&two, &hpa, &tight, 0.1, &|_| true, &|i| i == 1),
+            (1, Tier::BestEffort)
         );
     }
 
