@@ -337,8 +337,8 @@ fn tier_text(t: Tier) -> &'static str {
         }
         Tier::BestEffort => {
             "none beat both baselines in sum and in each half of the earlier part; of the \
-             current policy and the candidates that spent and lost no more than it in each \
-             half, the lowest savings at equal loss"
+             candidates that spent and lost no more than the current policy in each half, the \
+             lowest savings at equal loss (with none, the current policy)"
         }
     }
 }
