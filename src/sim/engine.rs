@@ -391,11 +391,6 @@ impl<'a> PoolInputs<'a> {
         self.arrivals.len() as u64
     }
 
-    /// Seconds scored.
-    pub fn scored_s(&self) -> u64 {
-        self.duration_s() - self.score_from
-    }
-
     fn accumulator(&self) -> Accumulator {
         Accumulator::scoring_from(
             &self.model,
@@ -525,11 +520,6 @@ pub async fn run_policy(inputs: &PoolInputs<'_>, label: &str, policy: &PoolPolic
     );
     let lead = Leadership::sole();
     let interval = inputs.model.interval.as_secs().max(1);
-    // Development aid: MRGC_SIM_DEBUG=FROM..TO (seconds) prints the decisions of that stretch.
-    let debug_window: Option<(u64, u64)> = std::env::var("MRGC_SIM_DEBUG").ok().and_then(|v| {
-        let (a, b) = v.split_once("..")?;
-        Some((a.parse().ok()?, b.parse().ok()?))
-    });
     let mut acc = inputs.accumulator();
     let (mut ups, mut downs) = (0, 0);
     let mut marks = Vec::new();
@@ -552,20 +542,6 @@ pub async fn run_policy(inputs: &PoolInputs<'_>, label: &str, policy: &PoolPolic
             let result = reconciler
                 .reconcile_pool(pool_policy, &set.hash, now, &lead)
                 .await;
-            if let (Some((from, to)), Ok(r)) = (debug_window, &result)
-                && (from..to).contains(&t)
-            {
-                eprintln!(
-                    "{t} rps={:?} serving={} launching={} desired={} {} {}: {}",
-                    r.decision.rps,
-                    r.decision.serving,
-                    r.decision.launching,
-                    r.decision.desired,
-                    r.decision.action,
-                    r.decision.reason_code,
-                    r.decision.reason
-                );
-            }
             if let Ok(r) = result
                 && r.outcome == Outcome::Applied
             {

@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use super::engine::Summary;
+use super::report::esc;
 
 /// Which family a mark belongs to (its colour and legend entry).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,13 +66,6 @@ fn nice_step(range: f64) -> f64 {
         .map(|m| m * mag)
         .find(|s| *s >= raw)
         .unwrap_or(10.0 * mag)
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 /// The chart of one pool's rows. `tuned` names the tuned policy's row, if any. The families

@@ -156,7 +156,8 @@ pub fn write_all(scenario: &Scenario, out: &SimOutput, dir: &Path) -> std::io::R
     Ok(())
 }
 
-fn esc(s: &str) -> String {
+/// Text made safe for HTML and SVG.
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

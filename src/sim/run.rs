@@ -66,11 +66,23 @@ pub(crate) enum Job {
     Policy(String, Box<PoolPolicy>),
     Oracle,
     StaticPeak,
-    Hpa,
-    TargetTracking,
-    /// The HPA and target tracking aiming at another setpoint.
-    HpaAt(f64),
-    TargetTrackingAt(f64),
+    /// The HPA and target tracking at the baseline band's setpoint (`None`, the reference
+    /// rows) or at another (a family's row, labelled `@setpoint`).
+    Hpa(Option<f64>),
+    TargetTracking(Option<f64>),
+}
+
+/// The baseline families' jobs for pool `pool`: the HPA and target tracking at each setpoint.
+pub(crate) fn setpoint_jobs(pool: usize, setpoints: &[f64]) -> Vec<(usize, Job)> {
+    setpoints
+        .iter()
+        .flat_map(|&sp| {
+            [
+                (pool, Job::Hpa(Some(sp))),
+                (pool, Job::TargetTracking(Some(sp))),
+            ]
+        })
+        .collect()
 }
 
 /// Parse `key=v1,v2,...`.
@@ -163,15 +175,12 @@ pub fn simulate(scenario: &Scenario, opts: &SimOptions) -> Result<SimOutput, Sim
         for b in &scenario.baselines {
             match b.as_str() {
                 "static-peak" => jobs.push((i, Job::StaticPeak)),
-                "hpa" => jobs.push((i, Job::Hpa)),
-                "target-tracking" => jobs.push((i, Job::TargetTracking)),
+                "hpa" => jobs.push((i, Job::Hpa(None))),
+                "target-tracking" => jobs.push((i, Job::TargetTracking(None))),
                 _ => {}
             }
         }
-        for &sp in &opts.baseline_setpoints {
-            jobs.push((i, Job::HpaAt(sp)));
-            jobs.push((i, Job::TargetTrackingAt(sp)));
-        }
+        jobs.extend(setpoint_jobs(i, &opts.baseline_setpoints));
     }
 
     let bar = opts.progress.then(|| {
@@ -206,8 +215,12 @@ pub(crate) async fn run_job(scenario: &Scenario, inp: &PoolInputs<'_>, job: &Job
         .map_or((0, u32::MAX), |r| (r.min, r.max));
     // The yardsticks use the scenario's fixed band, never the policy under test's.
     let band = scenario.baseline_band;
-    let rate0 = inp.rate.at(0);
-    let opening = crate::core::decide::instances_for(rate0, band.setpoint).clamp(min, max);
+    let opening = |sp: f64| crate::core::decide::instances_for(inp.rate.at(0), sp).clamp(min, max);
+    // A family's row is labelled with its setpoint; a reference row is not.
+    let label = |name: &str, at: &Option<f64>| match at {
+        Some(sp) => format!("{name}@{sp}"),
+        None => name.to_string(),
+    };
     match job {
         Job::Policy(label, p) => run_policy(inp, label, p).await,
         Job::Oracle => {
@@ -226,23 +239,15 @@ pub(crate) async fn run_job(scenario: &Scenario, inp: &PoolInputs<'_>, job: &Job
             let launching = vec![0; inp.duration_s() as usize];
             run_counts(inp, "static-peak", &serving, &launching)
         }
-        Job::Hpa => {
-            let mut rule = Hpa::new(band.setpoint, min, max);
-            run_baseline(inp, "hpa", opening, &mut rule).await
+        Job::Hpa(at) => {
+            let sp = at.unwrap_or(band.setpoint);
+            let mut rule = Hpa::new(sp, min, max);
+            run_baseline(inp, &label("hpa", at), opening(sp), &mut rule).await
         }
-        Job::TargetTracking => {
-            let mut rule = TargetTracking::new(band.setpoint, min, max);
-            run_baseline(inp, "target-tracking", opening, &mut rule).await
-        }
-        Job::HpaAt(sp) => {
-            let opening = crate::core::decide::instances_for(rate0, *sp).clamp(min, max);
-            let mut rule = Hpa::new(*sp, min, max);
-            run_baseline(inp, &format!("hpa@{sp}"), opening, &mut rule).await
-        }
-        Job::TargetTrackingAt(sp) => {
-            let opening = crate::core::decide::instances_for(rate0, *sp).clamp(min, max);
-            let mut rule = TargetTracking::new(*sp, min, max);
-            run_baseline(inp, &format!("target-tracking@{sp}"), opening, &mut rule).await
+        Job::TargetTracking(at) => {
+            let sp = at.unwrap_or(band.setpoint);
+            let mut rule = TargetTracking::new(sp, min, max);
+            run_baseline(inp, &label("target-tracking", at), opening(sp), &mut rule).await
         }
     }
 }

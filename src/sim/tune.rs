@@ -21,10 +21,10 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::core::PoolPolicy;
-use crate::core::policy::apply_override;
+use crate::core::policy::{apply_override, validated};
 
 use super::engine::{Point, PoolInputs, RunResult, Summary};
-use super::run::{self, Job, is_reactive_baseline};
+use super::run::{self, Job};
 use super::scenario::Scenario;
 
 /// One searched policy key and the values it may take.
@@ -162,13 +162,7 @@ pub fn with_knob(policy: &PoolPolicy, key: &str, value: &str) -> Result<PoolPoli
         p.band.high = high;
         p.band.low = policy.band.low * k;
         p.band.setpoint = policy.band.setpoint * k;
-        let problems = crate::core::policy::validate::check(&p);
-        return if problems.is_empty() {
-            Ok(p)
-        } else {
-            let all: Vec<String> = problems.iter().map(ToString::to_string).collect();
-            Err(format!("band.high={value}: {}", all.join("; ")))
-        };
+        return validated(p, key, value);
     }
     apply_override(policy, key, value)
 }
@@ -305,10 +299,6 @@ pub fn choose(
             && s.scale_ups + s.scale_downs <= hpa.scale_ups + hpa.scale_downs
     };
     let dominates = |i: usize, s: &Summary| whole(s) && steady(i);
-    let savings = |s: &Summary| match s.savings_at_equal_loss {
-        Some(x) if x > 0.0 => x,
-        _ => f64::INFINITY,
-    };
     let best_by = |filter: &dyn Fn(usize, &Summary) -> bool,
                    key: &dyn Fn(&Summary) -> (f64, f64)| {
         scores
@@ -429,6 +419,14 @@ impl TuneOutcome {
     }
 }
 
+/// A row's savings at equal loss for ranking: unknown (no baseline reached its loss) ranks last.
+fn savings(s: &Summary) -> f64 {
+    match s.savings_at_equal_loss {
+        Some(x) if x > 0.0 => x,
+        _ => f64::INFINITY,
+    }
+}
+
 /// The tuned policy's tail figures against the current one's.
 pub fn verdict(current: &Summary, tuned: &Summary) -> Verdict {
     let cheaper = tuned.instance_hours <= current.instance_hours;
@@ -437,11 +435,7 @@ pub fn verdict(current: &Summary, tuned: &Summary) -> Verdict {
         (true, true) => Verdict::Better,
         (false, false) => Verdict::Worse,
         _ => {
-            let s = |x: &Summary| match x.savings_at_equal_loss {
-                Some(v) if v > 0.0 => v,
-                _ => f64::INFINITY,
-            };
-            if s(tuned) < s(current) {
+            if savings(tuned) < savings(current) {
                 Verdict::TradeOffBetter
             } else {
                 Verdict::TradeOffWorse
@@ -516,13 +510,10 @@ pub fn tune(scenario: &Scenario, opts: &TuneOptions) -> Result<TuneOutcome, Tune
     let baseline_jobs = |pool: usize| {
         let mut jobs = vec![
             (pool, Job::Oracle),
-            (pool, Job::Hpa),
-            (pool, Job::TargetTracking),
+            (pool, Job::Hpa(None)),
+            (pool, Job::TargetTracking(None)),
         ];
-        for &sp in &opts.baseline_setpoints {
-            jobs.push((pool, Job::HpaAt(sp)));
-            jobs.push((pool, Job::TargetTrackingAt(sp)));
-        }
+        jobs.extend(run::setpoint_jobs(pool, &opts.baseline_setpoints));
         jobs
     };
     // The head: every candidate and the baselines, on the head's inputs only.
@@ -532,14 +523,10 @@ pub fn tune(scenario: &Scenario, opts: &TuneOptions) -> Result<TuneOutcome, Tune
         .map(|(i, c)| (0, Job::Policy(format!("c{i}"), Box::new(c.policy.clone()))))
         .collect();
     jobs.extend(baseline_jobs(0));
-    let tail_jobs = {
-        let mut j = vec![(0, Job::Policy("current".into(), Box::new(current.clone())))];
-        j.push((0, Job::Policy("tuned".into(), Box::new(current.clone()))));
-        j.extend(baseline_jobs(0));
-        j
-    };
+    // The tail replays the current and the chosen policy beside the same baselines.
+    let tail_count = 2 + baseline_jobs(0).len() as u64;
     let bar = opts.progress.then(|| {
-        let total = split_s * jobs.len() as u64 + duration * tail_jobs.len() as u64;
+        let total = split_s * jobs.len() as u64 + duration * tail_count;
         run::progress_bar(total, "tuning")
     });
     let mut head_results = run::run_parallel(
@@ -555,31 +542,27 @@ pub fn tune(scenario: &Scenario, opts: &TuneOptions) -> Result<TuneOutcome, Tune
         head_results.into_iter().partition(|r| !r.is_baseline);
     let split = |r: &RunResult| parts(&r.series, head.series_step, split_s, HEAD_PARTS);
     let head_parts: Vec<Vec<Part>> = head_policies.iter().map(split).collect();
-    let ref_parts = |name: &str| {
-        head_baselines
-            .iter()
-            .find(|r| r.summary.policy == name)
-            .map(split)
-    };
-    let (Some(hpa_parts), Some(tt_parts)) = (ref_parts("hpa"), ref_parts("target-tracking")) else {
+    let find = |name: &str| head_baselines.iter().find(|r| r.summary.policy == name);
+    let (Some(hpa_run), Some(tt_run)) = (find("hpa"), find("target-tracking")) else {
         return Err(TuneError::NoPool);
     };
+    let (hpa, tt) = (hpa_run.summary.clone(), tt_run.summary.clone());
+    let (hpa_parts, tt_parts) = (split(hpa_run), split(tt_run));
     let head: Vec<Summary> = head_policies.into_iter().map(|r| r.summary).collect();
     let head_baselines: Vec<Summary> = head_baselines.into_iter().map(|r| r.summary).collect();
-    let find = |name: &str| head_baselines.iter().find(|s| s.policy == name);
-    let (Some(hpa), Some(tt)) = (find("hpa"), find("target-tracking")) else {
-        return Err(TuneError::NoPool);
-    };
     let steady = |i: usize| beats_in_every_part(&head_parts[i], &hpa_parts, &tt_parts);
     let improves = |i: usize| beats_in_every_part(&head_parts[i], &head_parts[0], &head_parts[0]);
-    let (chosen, tier) = choose(&head, hpa, tt, slo_pct, &steady, &improves);
+    let (chosen, tier) = choose(&head, &hpa, &tt, slo_pct, &steady, &improves);
 
     // The tail: the current and the chosen policy and the baselines, scored after the split.
-    let mut tail_jobs = tail_jobs;
-    tail_jobs[1] = (
-        0,
-        Job::Policy("tuned".into(), Box::new(cands[chosen].policy.clone())),
-    );
+    let mut tail_jobs = vec![
+        (0, Job::Policy("current".into(), Box::new(current.clone()))),
+        (
+            0,
+            Job::Policy("tuned".into(), Box::new(cands[chosen].policy.clone())),
+        ),
+    ];
+    tail_jobs.extend(baseline_jobs(0));
     let mut tail_results = run::run_parallel(
         scenario,
         std::slice::from_ref(&tail),
@@ -608,22 +591,12 @@ pub fn tune(scenario: &Scenario, opts: &TuneOptions) -> Result<TuneOutcome, Tune
     })
 }
 
-/// Whether a tail row is a reference or family baseline (for reports).
-pub fn is_baseline_row(s: &Summary) -> bool {
-    is_reactive_baseline(&s.policy) || s.policy == "oracle"
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn tail(ih: f64, over: f64, savings: Option<f64>) -> Summary {
-        Summary {
-            instance_hours: ih,
-            over_capacity_pct: over,
-            savings_at_equal_loss: savings,
-            ..Summary::default()
-        }
+        row("t", ih, over, 0, savings)
     }
 
     #[test]

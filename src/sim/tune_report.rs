@@ -6,9 +6,9 @@ use std::fmt::Write as _;
 use serde_json::json;
 
 use super::engine::{RunResult, Summary};
-use super::report::{chart, y_max};
+use super::report::{chart, esc, y_max};
 use super::scenario::Scenario;
-use super::tune::{Tier, TuneOutcome};
+use super::tune::TuneOutcome;
 
 /// summary.json: the choice, the rule, and the figures on the head (chosen on) and the tail
 /// (scored on), never mixed.
@@ -27,11 +27,7 @@ pub fn summary_json(o: &TuneOutcome) -> String {
         "split_s": o.split_s,
         "slo_over_capacity_pct": o.slo_pct,
         "candidates": o.candidates.len(),
-        "rule": match o.tier {
-            Tier::MeetsSlo => "meets_slo",
-            Tier::Dominates => "dominates",
-            Tier::BestEffort => "best_effort",
-        },
+        "rule": o.tier,
         "verdict": o.verdict(),
         "chosen": {
             "index": o.chosen,
@@ -52,13 +48,6 @@ pub fn summary_json(o: &TuneOutcome) -> String {
     let mut s = serde_json::to_string_pretty(&v).unwrap_or_else(|_| "{}".into());
     s.push('\n');
     s
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 /// report.html: the tail's Pareto chart (current, tuned, both baseline families, oracle), the
@@ -86,12 +75,7 @@ table{{border-collapse:collapse;font-variant-numeric:tabular-nums}} td,th{{paddi
         max_rps = scenario.model.instance_max_rps,
         queue = scenario.model.queue_per_instance,
     );
-    let tail: Vec<&Summary> = o
-        .tail
-        .iter()
-        .map(|r| &r.summary)
-        .filter(|x| x.policy != "static-peak")
-        .collect();
+    let tail: Vec<&Summary> = o.tail.iter().map(|r| &r.summary).collect();
     let _ = write!(
         s,
         "<h2>Scored on the later part</h2>{}",

@@ -21,7 +21,7 @@ mod parse;
 pub mod validate;
 
 pub use hash::hash_sources;
-pub use overrides::{OVERRIDABLE, apply_override};
+pub use overrides::{OVERRIDABLE, apply_override, validated};
 pub use validate::{MAX_BAND_RPS, MAX_INSTANCES, Violation};
 
 /// How far a step may move capacity in one cycle.

@@ -135,6 +135,12 @@ pub fn apply_override(policy: &PoolPolicy, key: &str, value: &str) -> Result<Poo
     {
         p.band.setpoint = (p.band.low + p.band.high) / 2.0;
     }
+    validated(p, key, value)
+}
+
+/// `p` if it passes the one validator; else its problems, prefixed with the override that
+/// made it (`key=value: ...`).
+pub fn validated(p: PoolPolicy, key: &str, value: &str) -> Result<PoolPolicy, String> {
     let problems = validate::check(&p);
     if problems.is_empty() {
         Ok(p)
