@@ -251,18 +251,23 @@ impl Elector {
         })
     }
 
+    /// A leader's time between renewal tries: the renewal period, or the retry after a
+    /// failed one.
+    fn renew_wait(&self) -> Duration {
+        if self.renew_failed {
+            self.cfg.retry_after.min(self.cfg.renew_every)
+        } else {
+            self.cfg.renew_every
+        }
+    }
+
     /// When the next `tick` has something to do, as a delay from `now_ms`: a leader's next
     /// renewal (or retry), a follower's next lease read.
     pub fn next_tick_in(&self, now_ms: i64) -> Duration {
         let due = match &self.role {
-            Role::Leader { .. } => {
-                let wait = if self.renew_failed {
-                    self.cfg.retry_after.min(self.cfg.renew_every)
-                } else {
-                    self.cfg.renew_every
-                };
-                self.last_renew_try_ms.saturating_add(ms_of(wait))
-            }
+            Role::Leader { .. } => self
+                .last_renew_try_ms
+                .saturating_add(ms_of(self.renew_wait())),
             Role::Follower { .. } => self.next_read_ms,
         };
         Duration::from_millis(due.saturating_sub(now_ms).max(0) as u64)
@@ -328,12 +333,7 @@ impl Elector {
                 lease,
                 renewed_at_ms,
             } => {
-                let wait = if self.renew_failed {
-                    self.cfg.retry_after.min(self.cfg.renew_every)
-                } else {
-                    self.cfg.renew_every
-                };
-                if now_ms.saturating_sub(self.last_renew_try_ms) < ms_of(wait) {
+                if now_ms.saturating_sub(self.last_renew_try_ms) < ms_of(self.renew_wait()) {
                     return Transition::None;
                 }
                 self.last_renew_try_ms = now_ms;

@@ -418,9 +418,13 @@ fn stamp(ms: i64) -> String {
     format!("+{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }
 
+/// "1 hold", "3 holds".
+fn plural(n: u64, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
 /// A duration in words: "60 minutes", "1 minute", "90 seconds", "2 hours".
 fn span(secs: u64) -> String {
-    let plural = |n: u64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
     match secs {
         s if s >= 86_400 && s % 86_400 == 0 => plural(s / 86_400, "day"),
         s if s >= 7200 && s % 3600 == 0 => plural(s / 3600, "hour"),
@@ -570,8 +574,6 @@ impl Screen {
         {
             for p in &report.pools {
                 let c = self.counts.remove(&p.pool).unwrap_or_default();
-                let plural =
-                    |n: u64, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
                 writeln!(
                     out,
                     "{} {region} {:<8} {} {:<10} since {}: {}, {}, {}",

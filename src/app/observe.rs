@@ -172,12 +172,18 @@ pub(crate) struct SampleCache {
 }
 
 impl SampleCache {
+    /// The oldest sample the pool needs: the decision's lookback, or the SLO history's
+    /// retention when longer.
+    fn wanted_from(now_ms: i64, lookback: Duration, retention_minutes: usize) -> i64 {
+        now_ms
+            .saturating_sub(lookback.as_millis() as i64)
+            .min(now_ms.saturating_sub(retention_minutes as i64 * 60_000))
+    }
+
     /// Where to read from, and whether a read is due at all: a new sample is expected a
     /// minute after the newest one; until then nothing new can be in the table.
     fn next_read(&self, now_ms: i64, lookback: Duration, retention_minutes: usize) -> (i64, bool) {
-        let wanted_from = now_ms
-            .saturating_sub(lookback.as_millis() as i64)
-            .min(now_ms.saturating_sub(retention_minutes as i64 * 60_000));
+        let wanted_from = Self::wanted_from(now_ms, lookback, retention_minutes);
         match (self.newest_ms, self.covered_from_ms) {
             (Some(newest), Some(covered)) if covered <= wanted_from => {
                 (newest, now_ms >= newest.saturating_add(SAMPLE_PERIOD_MS))
@@ -343,9 +349,7 @@ impl Reconciler {
         let st = self.pool_state(&policy.pool);
         let c = &mut st.samples;
         if read {
-            let from = now_ms
-                .saturating_sub(lookback.as_millis() as i64)
-                .min(now_ms.saturating_sub(retention as i64 * 60_000));
+            let from = SampleCache::wanted_from(now_ms, lookback, retention);
             if c.covered_from_ms.is_none_or(|f| f > from) {
                 c.covered_from_ms = Some(from);
             }

@@ -751,9 +751,9 @@ impl Reconciler {
 /// How long a pool's recommendations are remembered: the band's stabilization (with an SLO,
 /// at least two launch times) and at least a minute.
 fn remembered(policy: &PoolPolicy) -> Duration {
-    let mut keep = policy.scale_down.stabilization.max(Duration::from_secs(60));
-    if policy.slo.is_some() {
-        keep = keep.max(policy.instances.launch_time * 2);
-    }
-    keep
+    let keep = match policy.slo {
+        Some(_) => crate::core::sizing::hold(policy, policy.instances.launch_time),
+        None => policy.scale_down.stabilization,
+    };
+    keep.max(Duration::from_secs(60))
 }

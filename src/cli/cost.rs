@@ -56,19 +56,19 @@ pub(super) struct CostArgs {
     #[arg(long, env = "MRGC_RESYNC_EVERY", default_value = "1h", value_parser = bounded::interval)]
     resync_every: Duration,
     /// US dollars per million read request units (on-demand, us-east-1).
-    #[arg(long, env = "MRGC_PRICE_READS", default_value_t = 0.125, value_parser = price)]
+    #[arg(long, env = "MRGC_PRICE_READS", default_value_t = Prices::default().per_million_reads, value_parser = price)]
     price_reads: f64,
     /// US dollars per million write request units (and replicated write units).
-    #[arg(long, env = "MRGC_PRICE_WRITES", default_value_t = 0.625, value_parser = price)]
+    #[arg(long, env = "MRGC_PRICE_WRITES", default_value_t = Prices::default().per_million_writes, value_parser = price)]
     price_writes: f64,
     /// US dollars per million DynamoDB Streams read request units.
-    #[arg(long, env = "MRGC_PRICE_STREAM_READS", default_value_t = 0.20, value_parser = price)]
+    #[arg(long, env = "MRGC_PRICE_STREAM_READS", default_value_t = Prices::default().per_million_stream_reads, value_parser = price)]
     price_stream_reads: f64,
     /// US dollars per 1,000 CloudWatch PutMetricData requests.
-    #[arg(long, env = "MRGC_PRICE_CLOUDWATCH_REQUESTS", default_value_t = 0.01, value_parser = price)]
+    #[arg(long, env = "MRGC_PRICE_CLOUDWATCH_REQUESTS", default_value_t = Prices::default().per_thousand_cloudwatch_requests, value_parser = price)]
     price_cloudwatch_requests: f64,
     /// US dollars per custom metric and month.
-    #[arg(long, env = "MRGC_PRICE_CUSTOM_METRIC", default_value_t = 0.30, value_parser = price)]
+    #[arg(long, env = "MRGC_PRICE_CUSTOM_METRIC", default_value_t = Prices::default().per_custom_metric_month, value_parser = price)]
     price_custom_metric: f64,
 }
 

@@ -37,17 +37,9 @@ impl DemandHistory {
         }
     }
 
-    pub fn retention_minutes(&self) -> usize {
-        self.retention
-    }
-
     /// Keep at least this many minutes from now on.
     pub fn retain_at_least(&mut self, minutes: usize) {
         self.retention = self.retention.max(minutes);
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
     }
 
     /// The minute index of a sample (the minute it ends).

@@ -154,7 +154,6 @@ pub struct Burst {
     pub skipped_loss: f64,
     /// The SLO's share of the window's requests.
     pub budget: f64,
-    pub window_minutes: i64,
 }
 
 /// The fewest alike rises `burst` judges from.
@@ -233,7 +232,6 @@ pub fn burst(
         lasted,
         skipped_loss: loss,
         budget: slo.over_capacity * total,
-        window_minutes: window,
     })
 }
 

@@ -109,12 +109,7 @@ impl CostMeter {
                 .with_label_values(&[table, "write"])
                 .inc_by(u.reported_write_units);
         }
-        // Plain data, consistent after every update: a poisoned lock is safe to reuse.
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner
-            .entry((table.to_string(), operation.to_string()))
-            .or_default()
-            .add(&u);
+        self.add(table, operation, u);
     }
 
     /// Book a call that is not billed (control-plane reads of the stream set-up).
@@ -143,6 +138,7 @@ impl CostMeter {
     }
 
     fn add(&self, table: &str, operation: &str, u: Usage) {
+        // Plain data, consistent after every update: a poisoned lock is safe to reuse.
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner
             .entry((table.to_string(), operation.to_string()))

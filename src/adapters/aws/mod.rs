@@ -281,15 +281,14 @@ impl AwsClients {
                 service: Service::DynamoDb,
             })
             .build();
-        let mut clients = Self::from_clients(
+        Self::from_clients(
             aws_sdk_dynamodb::Client::from_conf(ddb_conf),
             aws_sdk_autoscaling::Client::from_conf(asg_conf),
             aws_sdk_cloudwatch::Client::from_conf(cw_conf),
             opts,
             metrics,
-        );
-        clients.streams = aws_sdk_dynamodbstreams::Client::from_conf(streams_conf);
-        clients
+        )
+        .with_streams(aws_sdk_dynamodbstreams::Client::from_conf(streams_conf))
     }
 
     /// The same clients with `streams` as the DynamoDB Streams client.
