@@ -17,7 +17,7 @@ use std::time::Duration;
 use mrgc_autoscaler::adapters::aws::{Usage, item_size};
 use mrgc_autoscaler::app::election::{ElectionConfig, Elector};
 use mrgc_autoscaler::app::reconciler::{Reconciler, Settings};
-use mrgc_autoscaler::core::policy::{PolicySource, parse_sources};
+use mrgc_autoscaler::core::policy::parse_sources;
 use mrgc_autoscaler::ports::LeaseStore;
 use mrgc_autoscaler::schema;
 
@@ -45,41 +45,13 @@ async fn controller_dynamodb_cost_per_cycle_and_month() {
     // 50 instances per pool, serving at the setpoint (62.5 rps on 50): steady state.
     let mut policies = Vec::new();
     for pool in POOLS {
-        let asg = format!("{}-{pool}", env.prefix);
-        env.create_asg(&asg, 0, 200, INSTANCES as i32).await;
-        policies.push(PolicySource {
-            path: format!("{pool}.toml").into(),
-            // Heartbeats are not refreshed during the hour: a long timeout keeps them fresh.
-            text: format!(
-                "pool = \"{pool}\"\nmin = 2\nmax = 120\n[instances]\nheartbeat_timeout = \"3h\"\n\
-                 [regions.{region}]\nasg = \"{asg}\"\n"
-            ),
-        });
-        let mut instances = Vec::new();
-        let mut routing = Vec::new();
-        let mut validations = Vec::new();
-        for k in 0..INSTANCES {
-            let id = format!("i-{pool}-{k:04}");
-            instances.push(instance_item(
-                &id,
-                pool,
-                region,
-                "available",
-                T0,
-                T0 - 86_400,
-            ));
-            routing.push(routing_item(&id, region, "healthy", 70.0));
-            validations.push(validation_item(&id, T0 - 80_000, "passed"));
-        }
-        // One instance per pool failed a cleanup once and passed afterwards.
-        validations.push(validation_item(
-            &format!("i-{pool}-0000"),
-            T0 - 82_000,
-            "failed",
-        ));
-        env.put_many(&schema::GPU_INSTANCES, instances).await;
-        env.put_many(&schema::ROUTING_STATE, routing).await;
-        env.put_many(&schema::CLEANUP_VALIDATION, validations).await;
+        // Heartbeats are not refreshed during the hour: the seeded policy's long timeout keeps
+        // them fresh. One instance per pool failed a cleanup once and passed afterwards.
+        let failed_once = validation_item(&format!("i-{pool}-0000"), T0 - 82_000, "failed");
+        policies.push(
+            env.seed_steady_pool(pool, INSTANCES, T0, vec![failed_once])
+                .await,
+        );
         let rps: Vec<_> = (-10..=MINUTES + 1)
             .map(|m| support::rps_item(pool, region, T0 + m * 60, 62.5))
             .collect();

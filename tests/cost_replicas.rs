@@ -29,12 +29,12 @@ use mrgc_autoscaler::app::election::ElectionConfig;
 use mrgc_autoscaler::app::http::Status;
 use mrgc_autoscaler::app::plan::{Deployment, ItemSizes, Role, plan};
 use mrgc_autoscaler::app::service::{ServiceDeps, ServiceOptions, run_service};
-use mrgc_autoscaler::core::policy::{PolicySource, parse_sources};
+use mrgc_autoscaler::core::policy::parse_sources;
 use mrgc_autoscaler::ports::Clock;
 use mrgc_autoscaler::schema;
 use mrgc_autoscaler::telemetry::Metrics;
 
-use support::{Env, instance_item, routing_item, validation_item};
+use support::Env;
 
 const REGION: &str = "us-east-1";
 const POOLS: [&str; 3] = ["model-a", "model-b", "model-c"];
@@ -208,34 +208,7 @@ async fn three_replicas_cost_what_the_call_plan_says() {
     let end_s = t0 + ((WARM_UP + MEASURED).as_secs() as i64) + 300;
     let mut sources = Vec::new();
     for pool in POOLS {
-        let asg = format!("{}-{pool}", env.prefix);
-        env.create_asg(&asg, 0, 200, INSTANCES as i32).await;
-        sources.push(PolicySource {
-            path: format!("{pool}.toml").into(),
-            text: format!(
-                "pool = \"{pool}\"\nmin = 2\nmax = 120\n[instances]\nheartbeat_timeout = \"3h\"\n\
-                 [regions.{REGION}]\nasg = \"{asg}\"\n"
-            ),
-        });
-        let mut instances = Vec::new();
-        let mut routing = Vec::new();
-        let mut validations = Vec::new();
-        for k in 0..INSTANCES {
-            let id = format!("i-{pool}-{k:04}");
-            instances.push(instance_item(
-                &id,
-                pool,
-                REGION,
-                "available",
-                t0,
-                t0 - 86_400,
-            ));
-            routing.push(routing_item(&id, REGION, "healthy", 70.0));
-            validations.push(validation_item(&id, t0 - 80_000, "passed"));
-        }
-        env.put_many(&schema::GPU_INSTANCES, instances).await;
-        env.put_many(&schema::ROUTING_STATE, routing).await;
-        env.put_many(&schema::CLEANUP_VALIDATION, validations).await;
+        sources.push(env.seed_steady_pool(pool, INSTANCES, t0, Vec::new()).await);
         // 62.5 rps on 50 instances: inside the band, a steady hold. One sample a minute.
         let minute0 = t0 - t0 % 60;
         let rps: Vec<_> = (-10..)

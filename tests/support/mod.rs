@@ -176,6 +176,50 @@ impl Env {
         .await;
     }
 
+    /// A steady pool as the cost tests seed it: its group `<prefix>-<pool>` holding `n`
+    /// instances, and `n` available, healthy instances whose cleanup passed, heartbeats at
+    /// `t0_s` (the policy's long heartbeat timeout keeps them fresh: they are not refreshed).
+    /// Returns the pool's policy. `extra_validations` are written with the pool's own.
+    pub async fn seed_steady_pool(
+        &self,
+        pool: &str,
+        n: usize,
+        t0_s: i64,
+        extra_validations: Vec<Item>,
+    ) -> PolicySource {
+        let region = &self.region;
+        let asg = format!("{}-{pool}", self.prefix);
+        self.create_asg(&asg, 0, 200, n as i32).await;
+        let mut instances = Vec::new();
+        let mut routing = Vec::new();
+        let mut validations = Vec::new();
+        for k in 0..n {
+            let id = format!("i-{pool}-{k:04}");
+            instances.push(instance_item(
+                &id,
+                pool,
+                region,
+                "available",
+                t0_s,
+                t0_s - 86_400,
+            ));
+            routing.push(routing_item(&id, region, "healthy", 70.0));
+            validations.push(validation_item(&id, t0_s - 80_000, "passed"));
+        }
+        validations.extend(extra_validations);
+        self.put_many(&schema::GPU_INSTANCES, instances).await;
+        self.put_many(&schema::ROUTING_STATE, routing).await;
+        self.put_many(&schema::CLEANUP_VALIDATION, validations)
+            .await;
+        PolicySource {
+            path: format!("{pool}.toml").into(),
+            text: format!(
+                "pool = \"{pool}\"\nmin = 2\nmax = 120\n[instances]\nheartbeat_timeout = \"3h\"\n\
+                 [regions.{region}]\nasg = \"{asg}\"\n"
+            ),
+        }
+    }
+
     /// An Auto Scaling Group with a launch template, as moto needs (an AZ, any AMI).
     pub async fn create_asg(&self, name: &str, min: i32, max: i32, desired: i32) {
         let template = format!("{name}-lt");
