@@ -24,7 +24,7 @@
 //!   later validation looked up (a later pass clears it; that answer is remembered). A Query
 //!   per instance would cost 0.5 read unit per instance and cycle.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,8 +56,9 @@ struct Feed {
     polled: Option<Instant>,
     /// The streams could not be started: read in full every cycle until then.
     unavailable_until: Option<Instant>,
-    /// (pool, region) → instance id → item: the last full read plus the changes since.
-    pools: HashMap<(String, String), HashMap<String, Item>>,
+    /// (pool, region) → instance id → item: the last full read plus the changes since, kept
+    /// in id order (the order a pool's instances are returned in).
+    pools: HashMap<(String, String), BTreeMap<String, Item>>,
 }
 
 impl Feed {
@@ -300,11 +301,7 @@ impl DynamoInventory {
         }
         let key = (pool.to_string(), region.to_string());
         if let Some(items) = feed.pools.get(&key) {
-            let mut v: Vec<Item> = items.values().cloned().collect();
-            v.sort_by(|a, b| {
-                item::key_text(a, &["instance_id"]).cmp(&item::key_text(b, &["instance_id"]))
-            });
-            return Ok(v);
+            return Ok(items.values().cloned().collect());
         }
         let items = self.query_instances(pool, region).await?;
         // `instance_id` is the table's key: every item has it.
